@@ -1,0 +1,139 @@
+"""Injected time.  Everything that needs "now" or a timer takes a ``Scheduler``.
+
+``VirtualClock`` drives the simulator (time only moves when the clock is run, so runs are deterministic);
+``AsyncioScheduler`` drives a real wire on the loop's monotonic clock.  The same stack code runs on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class TimerHandle:
+    """A scheduled callback that can be cancelled."""
+
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler(Protocol):
+    def now(self) -> float: ...
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> TimerHandle: ...
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle: ...
+
+
+class VirtualClock:
+    """A discrete-event scheduler: callbacks run in (time, insertion) order; time jumps between events."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self.events_run = 0
+
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        if when < self._now:
+            when = self._now
+        handle = TimerHandle(when, callback, args)
+        heapq.heappush(self._heap, (when, next(self._seq), handle))
+        return handle
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self.call_at(self._now, callback, *args)
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self.call_at(self._now + max(0.0, delay), callback, *args)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def step(self) -> bool:
+        """Run the next callback; False when nothing is scheduled."""
+        heap = self._heap
+        while heap:
+            when, _, handle = heapq.heappop(heap)
+            if handle.cancelled:
+                continue
+            self._now = when
+            self.events_run += 1
+            handle.callback(*handle.args)
+            return True
+        return False
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] | None = None) -> None:
+        """Run every callback due up to `deadline` (or until `stop()` is true), then set the time to `deadline`."""
+        heap = self._heap
+        while heap:
+            when, _, handle = heap[0]
+            if handle.cancelled:
+                heapq.heappop(heap)
+                continue
+            if when > deadline:
+                break
+            heapq.heappop(heap)
+            self._now = when
+            self.events_run += 1
+            handle.callback(*handle.args)
+            if stop is not None and stop():
+                return
+        self._now = max(self._now, deadline)
+
+    def run_until_idle(self, limit: float = float("inf")) -> None:
+        """Run until nothing is scheduled or the virtual time would pass `limit`."""
+        while True:
+            deadline = self.next_deadline()
+            if deadline is None or deadline > limit:
+                return
+            self.step()
+
+
+class AsyncioScheduler:
+    """A ``Scheduler`` on a running asyncio loop (monotonic clock): used on a real wire."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_event_loop()
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        handle = TimerHandle(when, callback, args)
+        inner = self._loop.call_at(when, _run_unless_cancelled, handle)
+        handle.cancel = inner.cancel  # type: ignore[method-assign]
+        return handle
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        handle = TimerHandle(self._loop.time(), callback, args)
+        inner = self._loop.call_soon(_run_unless_cancelled, handle)
+        handle.cancel = inner.cancel  # type: ignore[method-assign]
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        return self.call_at(self._loop.time() + max(0.0, delay), callback, *args)
+
+
+def _run_unless_cancelled(handle: TimerHandle) -> None:
+    if not handle.cancelled:
+        handle.callback(*handle.args)
