@@ -119,19 +119,34 @@ class AsyncioScheduler:
         return self._loop.time()
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
-        handle = TimerHandle(when, callback, args)
-        inner = self._loop.call_at(when, _run_unless_cancelled, handle)
-        handle.cancel = inner.cancel  # type: ignore[method-assign]
+        handle = _AsyncioTimerHandle(when, callback, args)
+        handle._inner = self._loop.call_at(when, _run_unless_cancelled, handle)
         return handle
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> TimerHandle:
-        handle = TimerHandle(self._loop.time(), callback, args)
-        inner = self._loop.call_soon(_run_unless_cancelled, handle)
-        handle.cancel = inner.cancel  # type: ignore[method-assign]
+        handle = _AsyncioTimerHandle(self._loop.time(), callback, args)
+        handle._inner = self._loop.call_soon(_run_unless_cancelled, handle)
         return handle
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         return self.call_at(self._loop.time() + max(0.0, delay), callback, *args)
+
+
+class _AsyncioTimerHandle(TimerHandle):
+    """Also cancels the asyncio handle, so a cancelled timer leaves the loop's heap.
+
+    (``TimerHandle`` has ``__slots__``, so ``cancel`` cannot be replaced per instance.)"""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        super().__init__(when, callback, args)
+        self._inner: asyncio.Handle | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._inner is not None:
+            self._inner.cancel()
 
 
 def _run_unless_cancelled(handle: TimerHandle) -> None:
