@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +257,26 @@ def test_same_seed_same_run_byte_for_byte() -> None:
     first = _run(11)
     assert first == _run(11)
     assert first != _run(12)
+
+
+def test_capture_into_pcap_writer(tmp_path: Path) -> None:
+    from tcpchimney.trace.pcap import PcapWriter, read_pcap
+
+    clock = VirtualClock()
+    path = tmp_path / "link.pcap"
+    with PcapWriter(path) as writer:
+        link = SimLink(
+            clock,
+            random.Random(0),
+            Impairments(delay=0.01),
+            capture=lambda f, t, _d: writer.write(f, t),
+            capture_at="rx",
+        )
+        sent = frames(3)
+        for f in sent:
+            link.a.transmit(f)
+            clock.run_until(clock.now() + 0.001)
+        clock.run_until_idle()
+    records = read_pcap(path)
+    assert [f for _, f in records] == sent
+    assert [t for t, _ in records] == pytest.approx([0.01, 0.011, 0.012])

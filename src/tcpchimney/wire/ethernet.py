@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tcpchimney.wire._fast import frozen_builder
 from tcpchimney.wire.errors import DecodeError
 
 ETH_P_IP = 0x0800
@@ -29,6 +30,9 @@ class EthernetHeader:
     vlan: int = 0
 
 
+make_ethernet_header = frozen_builder(EthernetHeader)  # positional: dst, src, ethertype, vlan
+
+
 def encode_ethernet(dst: bytes, src: bytes, ethertype: int, payload: bytes, vlan: int = 0) -> bytes:
     """Header + payload; an 802.1Q tag (priority 0) is inserted when ``vlan`` is non-zero."""
     if len(dst) != 6 or len(src) != 6:
@@ -49,8 +53,8 @@ def parse_ethernet_header(frame: bytes) -> tuple[EthernetHeader, int]:
         if len(frame) < ETH_VLAN_HLEN:
             raise DecodeError("eth-truncated", "802.1Q tag cut short")
         tci, ethertype = _TAG.unpack_from(frame, ETH_HLEN)
-        return EthernetHeader(dst, src, ethertype, tci & 0x0FFF), ETH_VLAN_HLEN
-    return EthernetHeader(dst, src, ethertype), ETH_HLEN
+        return make_ethernet_header(dst, src, ethertype, tci & 0x0FFF), ETH_VLAN_HLEN
+    return make_ethernet_header(dst, src, ethertype, 0), ETH_HLEN
 
 
 def decode_ethernet(frame: bytes) -> tuple[EthernetHeader, bytes]:

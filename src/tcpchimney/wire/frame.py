@@ -5,12 +5,22 @@ Parsing works on offsets into the received frame so the only copy made is the fi
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
+from tcpchimney.wire._fast import frozen_builder
 from tcpchimney.wire.arp import ArpPacket, decode_arp, encode_arp
 from tcpchimney.wire.drops import DropCounter
 from tcpchimney.wire.errors import DecodeError
-from tcpchimney.wire.ethernet import ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, EthernetHeader, parse_ethernet_header
+from tcpchimney.wire.ethernet import (
+    ETH_HLEN,
+    ETH_P_8021Q,
+    ETH_P_ARP,
+    ETH_P_IP,
+    EthernetHeader,
+    parse_ethernet_header,
+)
+from tcpchimney.wire.ethernet import make_ethernet_header as _make_eth
 from tcpchimney.wire.icmp import IcmpEcho, IcmpMessage, decode_icmp, encode_icmp
 from tcpchimney.wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPv4Header, ipv4_header_bytes, parse_ipv4_at
 from tcpchimney.wire.tcp import TcpSegment, parse_tcp_at, tcp_header_bytes
@@ -49,21 +59,32 @@ class OtherFrame:
 
 ParsedFrame = ArpFrame | TcpFrame | IcmpFrame | OtherFrame
 
+_make_tcp_frame = frozen_builder(TcpFrame)
+_ETH = struct.Struct("!6s6sH")
 
-def parse_frame(frame: bytes, verify_checksums: bool = True) -> ParsedFrame:
+
+def parse_frame(frame: bytes | bytearray | memoryview, verify_checksums: bool = True) -> ParsedFrame:
     """Decode an Ethernet frame; raises :class:`DecodeError` on anything malformed or rejected by policy.
 
     ``verify_checksums=False`` skips the IPv4, TCP and ICMP checksum checks (e.g. a link that cannot corrupt).
     """
     if type(frame) is not bytes:
         frame = bytes(frame)  # slices of bytearray/memoryview would make unhashable addresses
-    eth, off = parse_ethernet_header(frame)
-    ethertype = eth.ethertype
+    n = len(frame)
+    if n < ETH_HLEN:
+        raise DecodeError("eth-truncated", f"{n} bytes")
+    dst, src, ethertype = _ETH.unpack_from(frame)
+    if ethertype == ETH_P_IP:  # the hot path, with the Ethernet header parsing inlined
+        eth = _make_eth(dst, src, ethertype, 0)
+        off = ETH_HLEN
+    else:
+        eth, off = parse_ethernet_header(frame)
+        ethertype = eth.ethertype
     if ethertype == ETH_P_IP:
-        ip, start, stop = parse_ipv4_at(frame, off, len(frame), verify_checksums)
+        ip, start, stop = parse_ipv4_at(frame, off, n, verify_checksums)
         proto = ip.protocol
         if proto == IPPROTO_TCP:
-            return TcpFrame(eth, ip, parse_tcp_at(frame, start, stop, ip.src, ip.dst, verify_checksums))
+            return _make_tcp_frame(eth, ip, parse_tcp_at(frame, start, stop, ip.src, ip.dst, verify_checksums))
         if proto == IPPROTO_ICMP:
             return IcmpFrame(eth, ip, decode_icmp(frame[start:stop], verify_checksums))
         return OtherFrame(eth, ip)
@@ -72,7 +93,9 @@ def parse_frame(frame: bytes, verify_checksums: bool = True) -> ParsedFrame:
     return OtherFrame(eth)
 
 
-def safe_parse(frame: bytes, drops: DropCounter, verify_checksums: bool = True) -> ParsedFrame | None:
+def safe_parse(
+    frame: bytes | bytearray | memoryview, drops: DropCounter, verify_checksums: bool = True
+) -> ParsedFrame | None:
     """:func:`parse_frame` that never raises: failures are counted in ``drops`` and return None.
 
     Unexpected exceptions (a decoder bug) are counted as ``"malformed-<ExceptionName>"`` so they stay visible.
@@ -107,9 +130,14 @@ def build_tcp_frame(
     tos: int = 0,
     ident: int = 0,
     vlan: int = 0,
+    checksum: bool = True,
 ) -> bytes:
-    """Ethernet + IPv4 (DF set) + TCP; the payload is copied exactly once."""
-    tcp_hdr = tcp_header_bytes(seg, src_ip, dst_ip)
+    """Ethernet + IPv4 (DF set) + TCP; the payload is copied exactly once.
+
+    ``checksum=False`` leaves the TCP checksum 0 (saves a pass over the payload) for simulated links whose
+    receivers parse with ``verify_checksums=False``; the IPv4 header checksum is always filled in.
+    """
+    tcp_hdr = tcp_header_bytes(seg, src_ip, dst_ip, checksum)
     payload = seg.payload
     ip_hdr = ipv4_header_bytes(src_ip, dst_ip, IPPROTO_TCP, len(tcp_hdr) + len(payload), ttl, tos, ident, True)
     if vlan or len(src_mac) != 6 or len(dst_mac) != 6:

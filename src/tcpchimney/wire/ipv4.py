@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tcpchimney.wire._fast import frozen_builder
 from tcpchimney.wire.errors import DecodeError
 
 IPPROTO_ICMP = 1
@@ -31,6 +32,9 @@ class IPv4Header:
     total_length: int
 
 
+_make_header = frozen_builder(IPv4Header)
+
+
 def ipv4_header_bytes(
     src: bytes, dst: bytes, protocol: int, payload_len: int, ttl: int, tos: int, ident: int, dont_fragment: bool
 ) -> bytes:
@@ -39,11 +43,12 @@ def ipv4_header_bytes(
     if total > 0xFFFF:
         raise ValueError(f"IPv4 datagram too long: {total}")
     frag = _DF if dont_fragment else 0
-    hdr = _IP.pack(0x45, tos, total, ident, frag, ttl, protocol, 0, src, dst)
-    r = _from_bytes(hdr, "big") % 0xFFFF
-    # A header is never all-zero (version 4), so a multiple of 0xFFFF means checksum 0.
-    csum = 0xFFFF - r if r else 0
-    return hdr[:10] + csum.to_bytes(2, "big") + hdr[12:]
+    # Sum the header words arithmetically (a 4-byte address as one int is congruent to its two words).
+    r = (
+        0x4500 + tos + total + ident + frag + (ttl << 8) + protocol + _from_bytes(src, "big") + _from_bytes(dst, "big")
+    ) % 0xFFFF
+    # The sum is never zero (version word), so a multiple of 0xFFFF means checksum 0.
+    return _IP.pack(0x45, tos, total, ident, frag, ttl, protocol, 0xFFFF - r if r else 0, src, dst)
 
 
 def encode_ipv4(
@@ -85,7 +90,7 @@ def parse_ipv4_at(data: bytes, off: int, end: int, verify_checksum: bool = True)
         raise DecodeError("ipv4-options", f"{hlen - IPV4_HLEN} option bytes")
     if frag & (_MF | _OFFSET_MASK):
         raise DecodeError("ipv4-fragment", f"flags/offset {frag:#06x}")
-    hdr = IPv4Header(src, dst, proto, ttl, tos, ident, bool(frag & _DF), total)
+    hdr = _make_header(src, dst, proto, ttl, tos, ident, bool(frag & _DF), total)
     return hdr, off + hlen, off + total
 
 

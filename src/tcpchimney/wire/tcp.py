@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from tcpchimney.wire._fast import frozen_builder
 from tcpchimney.wire.checksum import internet_checksum
 from tcpchimney.wire.errors import DecodeError
 
@@ -81,6 +82,10 @@ OPT_SACK = 5
 OPT_TIMESTAMP = 8
 
 
+_make_segment = frozen_builder(TcpSegment)
+_make_options = frozen_builder(TcpOptions)
+
+
 def encode_tcp_options(opts: TcpOptions) -> bytes:
     """The option bytes (a multiple of 4 long, at most 40)."""
     if opts is NO_OPTIONS:
@@ -109,8 +114,12 @@ def encode_tcp_options(opts: TcpOptions) -> bytes:
     return out
 
 
-def tcp_header_bytes(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
-    """Header (with options and checksum) for ``seg``; the payload is not copied (the checksum covers it)."""
+def tcp_header_bytes(seg: TcpSegment, src_ip: bytes, dst_ip: bytes, checksum: bool = True) -> bytes:
+    """Header (with options and checksum) for ``seg``; the payload is not copied (the checksum covers it).
+
+    ``checksum=False`` leaves the field 0, like a NIC with transmit checksum offload before it fills it in; only
+    for links whose receivers parse with ``verify_checksums=False``.
+    """
     opts = seg.options
     if opts is NO_OPTIONS:
         optbytes = b""
@@ -127,14 +136,36 @@ def tcp_header_bytes(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
         optbytes = encode_tcp_options(opts)
     hlen = TCP_HLEN + len(optbytes)
     payload = seg.payload
-    fields = (seg.src_port, seg.dst_port, seg.seq, seg.ack, hlen << 2, seg.flags & 0xFF, seg.window)
-    hdr = _TCP.pack(*fields, 0, seg.urgent_pointer) + optbytes
-    # Pseudo-header (src, dst, proto 6, length) + header + payload; see checksum.py for why parts can be summed.
+    sport = seg.src_port
+    dport = seg.dst_port
+    seq = seg.seq
+    ack = seg.ack
+    flags = seg.flags & 0xFF
+    window = seg.window
+    urg = seg.urgent_pointer
+    if not checksum:
+        return _TCP.pack(sport, dport, seq, ack, hlen << 2, flags, window, 0, urg) + optbytes
+    # Pseudo-header (src, dst, proto 6, length) + header words + payload, summed without packing twice: a 32-bit
+    # field as one int is congruent to its two words, and the even-length parts may be summed (see checksum.py).
     initial = (
-        _from_bytes(src_ip, "big") + _from_bytes(dst_ip, "big") + 6 + hlen + len(payload) + _from_bytes(hdr, "big")
+        _from_bytes(src_ip, "big")
+        + _from_bytes(dst_ip, "big")
+        + 6
+        + hlen
+        + len(payload)
+        + sport
+        + dport
+        + seq
+        + ack
+        + (hlen << 10)
+        + flags
+        + window
+        + urg
     )
+    if optbytes:
+        initial += _from_bytes(optbytes, "big")
     csum = internet_checksum(payload, initial)
-    return _TCP.pack(*fields, csum, seg.urgent_pointer) + optbytes
+    return _TCP.pack(sport, dport, seq, ack, hlen << 2, flags, window, csum, urg) + optbytes
 
 
 def encode_tcp(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
@@ -210,10 +241,10 @@ def parse_tcp_at(
     if hlen == TCP_HLEN:
         opts = NO_OPTIONS
     elif hlen == 32 and data[off + 20 : off + 24] == _TS_ONLY_PREFIX:
-        opts = TcpOptions(timestamp=_TS.unpack_from(data, off + 24))
+        opts = _make_options(None, None, False, (), _TS.unpack_from(data, off + 24))
     else:
         opts = decode_tcp_options(data, off + TCP_HLEN, pstart)
-    return TcpSegment(sport, dport, seq, ack, flags, window, payload, opts, urg)
+    return _make_segment(sport, dport, seq, ack, flags, window, payload, opts, urg)
 
 
 def decode_tcp(data: bytes, src_ip: bytes, dst_ip: bytes, verify_checksum: bool = True) -> TcpSegment:
