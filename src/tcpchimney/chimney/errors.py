@@ -37,6 +37,17 @@ class Rule(Enum):
     TIMER_ENCODING = (28, "stopped timers are reported as TimeoutDelta = 0xFFFFFFFF")
     UNKNOWN_HANDLE = (0, "a call names an object that is not offloaded to that target")
     COMPLETION_WITHOUT_REQUEST = (0, "a completion names a request that was not outstanding")
+    # Added by the mediator (additive): rules the section 8 list implies but the first list did not name.
+    NEVER_COMPLETED = (3, "every state operation completes")
+    NOT_OFFLOADABLE = (0, "a TCP connection is offloaded only in ESTABLISHED..LAST_ACK (reference 1.5)")
+    DUPLICATE_HANDLE = (7, "a new offload names an object that is already offloaded")
+    TREE_IN_USE = (2, "a block tree belongs to the target until its completion")
+    OP_AFTER_TERMINATE = (9, "no update, query or invalidate on an object whose terminate was called")
+    CAPS_NOT_REQUERIED = (11, "after RESUME the host re-queries OID_TCP_TASK_OFFLOAD before its next offload")
+    UPLOAD_ALL_NOT_DONE = (11, "after UPLOAD_ALL the host terminates every object on that target")
+    SEND_CONSERVATION = (21, "bytes posted = bytes ACKed (SndUna advance) + bytes handed back")
+    IO_NOT_COMPLETED = (22, "every request on a connection is completed (or returned) before its terminate completes")
+    INDICATION_AT_TERMINATE = (30, "every indication on a connection has returned before its terminate completes")
 
     @property
     def invariant(self) -> int:
