@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--list", action="store_true", help="list the connections in the trace")
     plot.add_argument("-o", "--output", default="out/plot.png")
     plot.set_defaults(func=_cmd_plot)
+
+    from tcpchimney.cli import ctl as _ctl
+    from tcpchimney.cli import serve as _serve
+
+    serve = sub.add_parser("serve", help="run the host stack on real links (TAP/veth) with services (needs root)")
+    _serve.add_arguments(serve)
+    serve.set_defaults(func=_serve.cmd_serve)
+
+    ctl = sub.add_parser("ctl", help="control a running `chimney serve` (list, retrieve, upload_all, stats...)")
+    _ctl.add_arguments(ctl)
+    ctl.set_defaults(func=_ctl.cmd_ctl)
     return parser
 
 

@@ -1,0 +1,48 @@
+"""Sink: reads to EOF, hashing; then answers ``"<bytes> <sha256>\\n"`` and closes.
+
+The answer can only be read by a client that half-closed (shut down its sending side and kept reading); for a
+client that closed completely the write fails quietly.  Either way the count and digest are in the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+from tcpchimney.services import ServiceRegistry, close_writer
+
+READ_SIZE = 256 * 1024
+
+
+async def serve_sink(reader: Any, writer: Any, *, registry: ServiceRegistry | None = None) -> None:
+    result = registry.start("sink", writer) if registry is not None else None
+    h = hashlib.sha256()
+    count = 0
+    error: BaseException | None = None
+    try:
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                break
+            h.update(data)
+            count += len(data)
+            if result is not None:
+                result.bytes_in = count
+        digest = h.hexdigest()
+        if result is not None:
+            result.sha256_in = digest
+        line = f"{count} {digest}\n".encode()
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(line)
+            await writer.drain()
+            if result is not None:
+                result.bytes_out = len(line)
+    except (ConnectionError, OSError) as exc:
+        error = exc
+        if result is not None:
+            result.sha256_in = h.hexdigest()  # of what did arrive
+    finally:
+        await close_writer(writer)
+        if result is not None and registry is not None:
+            registry.finish(result, error)
