@@ -141,7 +141,7 @@ def test_full_life_cycle_passes_without_violation() -> None:
     kinds = {ev["kind"] for ev in e.tracer.events}
     assert {"initiate_start", "initiate_done", "terminate_start", "terminate_done", "retrieve", "upload_all"} <= kinds
     assert "resume" in kinds
-    retrieve = next(ev for ev in e.tracer.events if ev["kind"] == "retrieve")
+    retrieve = next(ev for ev in e.tracer.events if ev["kind"] == "chimney.retrieve")
     assert retrieve["conn"] == "t1" and retrieve["target"] == "nic0" and retrieve["reason"] == "LOW_ACTIVITY"
     assert ch.stats["initiates"] == 2 and ch.stats["terminates"] == 2 and ch.stats["upload_alls"] == 1
     assert ch.stats["sends"] == 3 and ch.stats["send_bytes"] == 1800
@@ -278,7 +278,7 @@ def test_raise_mode_records_tells_host_and_raises() -> None:
     assert info.value.rule is Rule.RETRIEVE_NOT_TCP
     assert e.chimney.violations == [info.value] and e.host.violations == [info.value]
     assert info.value.party == "target:nic0" and info.value.handle == "n1"
-    assert any(ev["kind"] == "violation" for ev in e.tracer.events)
+    assert any(ev["kind"] == "chimney.violation" for ev in e.tracer.events)
 
 
 def test_linker_with_unknown_context_is_rejected() -> None:
@@ -296,7 +296,7 @@ def test_status_indications_forward_and_trace() -> None:
     assert e.chimney.paused(e.tid)
     e.target.status(NdisStatus.OFFLOAD_RESUME)  # nothing was uploaded: RESUME is fine
     assert [c[2] for c in e.host.calls] == [NdisStatus.LINK_STATE, NdisStatus.OFFLOAD_PAUSE, NdisStatus.OFFLOAD_RESUME]
-    link = next(ev for ev in e.tracer.events if ev["kind"] == "link_state")
+    link = next(ev for ev in e.tracer.events if ev["kind"] == "chimney.link_state")
     assert link["up"] is False
     assert [ev["kind"] for ev in e.tracer.events if ev["kind"] in ("pause", "resume")] == ["pause", "resume"]
     stale = neighbor_block(delegated=NeighborDelegated(5), handle="n1")

@@ -198,7 +198,7 @@ class Chimney:
     def _emit(self, kind: str, **fields: Any) -> None:
         tracer = self._tracer
         if tracer is not None and tracer.enabled:
-            tracer.emit(kind, **fields)
+            tracer.emit("chimney." + kind, **fields)
 
     # ---- registration and introspection -----------------------------------------------------------------------
 

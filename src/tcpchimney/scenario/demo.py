@@ -16,6 +16,7 @@ from tcpchimney.host.policy import OffloadPolicy
 from tcpchimney.scenario.workload import TransferSet
 from tcpchimney.scenario.world import PEER_IP, SimWorld, WorldConfig
 from tcpchimney.sim.link import Impairments
+from tcpchimney.targets.detectors import DetectorConfig
 from tcpchimney.tcp.state import RETRIEVE_FORBIDDEN_STATES
 
 INJECTED_REASONS = (
@@ -35,9 +36,12 @@ class DemoConfig:
     min_bytes: int = 64 * 1024
     max_bytes: int = 1024 * 1024
     loss: float = 0.01
+    rate_bps: float = 100e6  # the simulated wire's speed, so transfers last long enough to be handed around
+    idle_connections: int = 3  # connections that go quiet, so the NIC's LowActivity detector asks for them
+    idle_timeout: float = 0.5
     time_limit: float = 300.0
     trace: bool = True
-    upload_all_at: float = 0.6
+    upload_all_at: float = 1.0
     resume_after: float = 0.05
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,9 +52,16 @@ def run_demo(config: DemoConfig) -> tuple[dict[str, Any], SimWorld]:
     world = SimWorld(
         WorldConfig(
             seed=config.seed,
-            impairments=Impairments(delay=0.0005, loss=config.loss, duplicate=config.loss / 2, reorder=config.loss),
+            impairments=Impairments(
+                delay=0.0005,
+                loss=config.loss,
+                duplicate=config.loss / 2,
+                reorder=config.loss,
+                rate_bps=config.rate_bps,
+            ),
             policy=OffloadPolicy(offload_after=0.010),
             trace=config.trace,
+            detectors=DetectorConfig(idle_timeout=config.idle_timeout, sweep_interval=config.idle_timeout / 4),
         )
     )
     rng = world.rng
@@ -65,7 +76,12 @@ def run_demo(config: DemoConfig) -> tuple[dict[str, Any], SimWorld]:
             world.nic.request_retrieve(rng.choice(infos).handle, reason)
 
     for i, reason in enumerate(INJECTED_REASONS):
-        world.clock.call_at(0.05 + 0.07 * i, inject, reason)
+        world.clock.call_at(0.15 + 0.1 * i, inject, reason)
+
+    # Quiet connections: a little data, then silence until they close; the NIC notices and asks for them back.
+    idle = TransferSet(world.clock, world.host, world.peer, PEER_IP, rng, base_port=6000)
+    for _ in range(config.idle_connections):
+        idle.start(100, 100, linger=config.upload_all_at + 4 * config.idle_timeout)
 
     # The host takes one connection back on its own.
     def host_terminate() -> None:
@@ -73,20 +89,21 @@ def run_demo(config: DemoConfig) -> tuple[dict[str, Any], SimWorld]:
         if offloaded:
             world.host.terminate(rng.choice(offloaded), reason="host-policy")
 
-    world.clock.call_at(0.45, host_terminate)
+    world.clock.call_at(0.8, host_terminate)
     world.clock.call_at(config.upload_all_at, world.nic.request_upload_all, config.resume_after)
 
-    world.clock.run_until(config.time_limit, lambda: transfers.all_done)
+    world.clock.run_until(config.time_limit, lambda: transfers.all_done and idle.all_done)
     # Let final ACKs and TIME_WAIT bookkeeping settle a little (bounded).
     world.clock.run_until(world.clock.now() + 1.0)
 
-    totals = transfers.totals()
+    everything = transfers.transfers + idle.transfers
+    totals = {k: transfers.totals()[k] + idle.totals()[k] for k in ("bytes_sent", "bytes_verified", "mismatched_bytes")}
     stats = world.host.stats
     result: dict[str, Any] = {
         "seed": config.seed,
-        "connections": len(transfers.transfers),
-        "completed": sum(1 for t in transfers.transfers if t.done),
-        "reset": sum(1 for t in transfers.transfers if t.reset),
+        "connections": len(everything),
+        "completed": sum(1 for t in everything if t.done),
+        "reset": sum(1 for t in everything if t.reset),
         **totals,
         "offloads": stats.get("offloads", 0),
         "terminations": {
@@ -101,7 +118,7 @@ def run_demo(config: DemoConfig) -> tuple[dict[str, Any], SimWorld]:
         "virtual_seconds": round(world.clock.now(), 6),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "cpu_seconds": round(time.process_time() - cpu_start, 3),
-        "transfers": [t.summary() for t in transfers.transfers],
+        "transfers": [t.summary() for t in everything],
     }
     return result, world
 
@@ -119,24 +136,31 @@ TIMELINE_KINDS = {
 }
 
 
-def timeline_lines(events: list[dict[str, Any]], limit: int = 80) -> list[str]:
-    """Readable lines for the interesting events (offloads are summarised, not listed one by one)."""
+def timeline_lines(events: list[dict[str, Any]], limit: int = 60) -> list[str]:
+    """Readable lines for the interesting events; runs of the same event at the same instant become one line."""
     lines: list[str] = []
     offloads = 0
+    last_key: tuple[Any, ...] | None = None
+    repeat = 0
     for ev in events:
         kind = ev.get("kind")
-        if kind not in TIMELINE_KINDS:
+        if kind not in TIMELINE_KINDS or ev.get("host", "host") != "host":
             continue
+        if kind in ("terminate_start", "terminate_done") and ev.get("reason") == "final":
+            continue  # routine: a closed connection comes home for TIME_WAIT (counted in the summary)
         if kind == "offload_done":
             offloads += 1
-            if offloads > 3:
-                continue
-        detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t", "kind"))
+        key = (round(ev["t"] * 1000), kind, ev.get("by"), ev.get("reason"))
+        if key == last_key:
+            repeat += 1
+            lines[-1] = f"{lines[-1].split('  [x')[0]}  [x{repeat + 1} connections]"
+            continue
+        last_key, repeat = key, 0
+        detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("t", "kind", "host"))
         lines.append(f"{ev['t'] * 1000:10.3f} ms  {kind:<16} {detail}")
     if len(lines) > limit:
         lines = [*lines[: limit // 2], f"   ... {len(lines) - limit} more events ...", *lines[-limit // 2 :]]
-    if offloads > 3:
-        lines.append(f"({offloads} offloads in all; first three shown)")
+    lines.append(f"({offloads} offloads in all)")
     return lines
 
 

@@ -42,6 +42,7 @@ class Transfer:
     client: Endpoint
     server: Endpoint
     started: float = 0.0
+    linger: float = 0.0
     finished: float | None = None
 
     @property
@@ -117,7 +118,8 @@ class TransferSet:
         self.on_done = on_done
         self._by_port: dict[int, Transfer] = {}
 
-    def start(self, up_bytes: int, down_bytes: int) -> Transfer:
+    def start(self, up_bytes: int, down_bytes: int, linger: float = 0.0) -> Transfer:
+        """Open a connection and move the bytes; `linger` keeps both sides quiet that long before closing."""
         index = len(self.transfers)
         port = self.base_port + index
         t = Transfer(
@@ -126,6 +128,7 @@ class TransferSet:
             client=Endpoint(self.rng.randbytes(up_bytes)),
             server=Endpoint(self.rng.randbytes(down_bytes)),
             started=self.scheduler.now(),
+            linger=linger,
         )
         self.transfers.append(t)
         self._by_port[port] = t
@@ -153,6 +156,9 @@ class TransferSet:
             sock.write(chunk)
             end.written += len(chunk)
         if end.written >= len(end.to_send):
+            if t.linger > 0 and self.scheduler.now() < t.started + t.linger:
+                self.scheduler.call_at(t.started + t.linger, self._pump, t, end)
+                return
             end.close_called = True
             sock.close()
         else:

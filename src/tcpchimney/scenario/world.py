@@ -12,6 +12,7 @@ from tcpchimney.host.policy import OffloadPolicy
 from tcpchimney.host.stack import HostStack
 from tcpchimney.sim.link import Impairments, SimLink
 from tcpchimney.sim.network import SimNetwork
+from tcpchimney.targets.detectors import DetectorConfig
 from tcpchimney.targets.softtoe import SoftToe
 from tcpchimney.tcp.engine import TcpConfig
 from tcpchimney.trace.tracer import NullTracer, Tracer
@@ -34,6 +35,7 @@ class WorldConfig:
     nic_max_connections: int = 4096
     on_violation: str = "raise"
     trace: bool = False
+    detectors: DetectorConfig | None = None
 
 
 class SimWorld:
@@ -57,6 +59,7 @@ class SimWorld:
             max_connections=config.nic_max_connections,
             tcp_config=host_tcp,
             tracer=self.tracer,
+            detectors=config.detectors,
         )
         self.host = HostStack(
             self.clock,

@@ -816,6 +816,8 @@ class SoftToe:
         plen = len(seg.payload)
         stats.offloaded_bytes_in += plen
         tc.path.neighbor.confirmed_at = now
+        if self._tracer.enabled:
+            self._trace_segment(tc, "in", seg)
         tc.engine.handle_segment(seg, now)
         if plen and seg.flags & PSH:
             tc.push_seen = True
@@ -875,6 +877,8 @@ class SoftToe:
                     pieces = split_segment(seg, room)
                     stats.segments_split += 1
             for piece in pieces:
+                if self._tracer.enabled:
+                    self._trace_segment(tc, "out", piece)
                 self._ip_id = (self._ip_id + 1) & 0x7FFF
                 frame = build_tcp_frame(
                     src_mac, dst_mac, src_ip, dst_ip, piece, ttl=ttl, tos=tos, ident=0x8000 | self._ip_id, vlan=vlan
@@ -883,6 +887,20 @@ class SoftToe:
                 stats.offloaded_segments_out += 1
                 stats.offloaded_bytes_out += len(piece.payload)
                 port.transmit(frame)
+
+    def _trace_segment(self, tc: TcpContext, direction: str, seg: TcpSegment) -> None:
+        # Same shape as the host's segment events, so a plot shows one connection across owners.
+        eng = tc.engine
+        self._tracer.emit(
+            "segment",
+            conn=f"{ip_to_str(tc.path.src)}:{eng.local_port}>{ip_to_str(tc.path.dst)}:{eng.remote_port}",
+            dir=direction,
+            seq=seg.seq,
+            ack=seg.ack,
+            len=len(seg.payload),
+            flags=seg.flags,
+            owner=self.name,
+        )
 
     # ---- service: everything that follows a change on one connection ---------------------------------------------
     def _schedule_service(self, tc: TcpContext) -> None:
