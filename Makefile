@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-installed
+# Real-wire tests: namespaces and links (iproute2), loss rules (nftables), capture analysis (tshark),
+# an unmodified HTTP client (curl) and the LACP partner (Open vSwitch in userspace).
+SYSTEM_PACKAGES := iproute2 nftables tshark curl openvswitch-switch
 
 .PHONY: setup system demo demo-sim test lint typecheck unit bench clean
 
@@ -15,10 +18,10 @@ $(STAMP): pyproject.toml
 # System tools for the real-wire tests; skipped when not root (they are only needed there).
 $(SYSSTAMP):
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in iproute2 nftables tshark; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	fi
 	@mkdir -p $(VENV) && touch $(SYSSTAMP)
