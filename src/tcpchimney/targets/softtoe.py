@@ -298,8 +298,12 @@ class SoftToe:
             raise RetrieveForbidden(f"{self.name}: connection is not (or no longer) offloaded: {tc!r}")
         if tc.engine.state in RETRIEVE_FORBIDDEN_STATES:
             raise RetrieveForbidden(f"{self.name}: RETRIEVE is forbidden in {tc.engine.state.name}")
-        if tc.stopped or tc.hw_failed:
-            raise RetrieveForbidden(f"{self.name}: connection already stopped for an upload")
+        if tc.hw_failed:
+            raise RetrieveForbidden(f"{self.name}: connection already failed (abort sequence under way)")
+        if tc.stopped:
+            # Already waiting for the terminate: repeating the request is legal and changes nothing else.
+            self._indicate_retrieve(tc, reason)
+            return
         if reason.mandatory:
             self._raise_mandatory(tc, reason)
         else:
