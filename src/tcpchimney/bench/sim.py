@@ -100,13 +100,13 @@ def retrieve_latency(n: int) -> dict[str, Any]:
             continue
         start = time.perf_counter()
         world.nic.request_retrieve(h, UploadReason.LOW_ACTIVITY)
-        world.clock.run_until(world.clock.now() + 1.0, lambda s=s: s.owner == "host")
+        world.clock.run_until(world.clock.now() + 1.0, _owned_by_host([s]))
         retrieve.append(time.perf_counter() - start)
     host_term: list[float] = []
     for s in offloaded[n // 2 :]:
         start = time.perf_counter()
         world.host.terminate(s, reason="bench")
-        world.clock.run_until(world.clock.now() + 1.0, lambda s=s: s.owner == "host")
+        world.clock.run_until(world.clock.now() + 1.0, _owned_by_host([s]))
         host_term.append(time.perf_counter() - start)
     return {
         "connections": len(retrieve),

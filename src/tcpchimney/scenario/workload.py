@@ -7,6 +7,7 @@ exactly the other side's stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -132,7 +133,7 @@ class TransferSet:
         )
         self.transfers.append(t)
         self._by_port[port] = t
-        self.peer.listen(port, lambda sock, t=t: self._accepted(t, sock))
+        self.peer.listen(port, functools.partial(self._accepted, t))
         sock = self.host.connect(self.peer_ip, port)
         self._attach(t, t.client, sock)
         return t
