@@ -69,6 +69,7 @@ class ServeConfig:
     offload_after: float = 0.0
     min_bytes: int = 0
     honor_optional: bool = True
+    team: int = 0  # > 0: one NIC team of this many SoftToe members behind a userspace OVS LACP bond
 
     def validate(self) -> ServeConfig:
         if self.link not in LINK_KINDS:
@@ -83,6 +84,10 @@ class ServeConfig:
             raise ConfigError(f"bad name {self.name!r}")
         if self.max_connections < 0 or self.min_bytes < 0 or self.offload_after < 0:
             raise ConfigError("max_connections, min_bytes and offload_after must be >= 0")
+        if self.team and not 2 <= self.team <= 8:
+            raise ConfigError(f"team must be 0 (none) or 2..8 members, not {self.team}")
+        if self.team and (self.addr or self.peer_addr):
+            raise ConfigError("with a team the addresses come from the OVS partner: drop addr/peer_addr")
         used: dict[int, str] = {}
         for service, port in self.ports.items():
             if service not in DEFAULT_PORTS:
@@ -174,6 +179,7 @@ _TOP = {
     "tap_offload": bool,
     "ns_prefix": str,
     "max_connections": int,
+    "team": int,
 }
 _POLICY = {"enabled": bool, "offload_after": (int, float), "min_bytes": int, "honor_optional": bool}
 

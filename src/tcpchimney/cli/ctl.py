@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lk = ops.add_parser("link", help="emulated link state of a NIC")
     lk.add_argument("state", choices=["up", "down"])
     lk.add_argument("--nic", type=_nic)
+    ops.add_parser("members", help="NIC team members: carrier, active, LACP flags, partner, connections")
+    mb = ops.add_parser("member", help="take a NIC team member's link down or up (LACP and the partner see it)")
+    mb.add_argument("index", type=int, help="member index (from `members`)")
+    mb.add_argument("state", choices=["up", "down"])
 
 
 def request_from_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -63,6 +67,9 @@ def request_from_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if op == "upload_all":
         a["resume_after"] = None if args.no_resume else args.resume_after
     if op == "link":
+        a["up"] = args.state == "up"
+    if op == "member":
+        a["member"] = args.index
         a["up"] = args.state == "up"
     if op == "results":
         if args.service:
@@ -155,7 +162,43 @@ def render(op: str, response: dict[str, Any]) -> str:
             parts.append(f"[{section}]")
             parts.extend(f"  {k} = {v}" for k, v in _flatten(value))
         return "\n".join(parts)
+    if op == "members":
+        return render_members(response)
     if op == "info":
         return "\n".join(f"{k} = {v}" for k, v in _flatten(response["info"]))
     body = {k: v for k, v in response.items() if k != "ok"}
     return "ok" + ("".join(f" {k}={v}" for k, v in body.items()) if body else "")
+
+
+def _flags(lacp: dict[str, Any] | None) -> str:
+    if not lacp:
+        return "-"
+    names = (("selected", "SEL"), ("in_sync", "SYNC"), ("collecting", "COL"), ("distributing", "DIST"))
+    return ",".join(short for key, short in names if lacp.get(key)) or "none"
+
+
+def render_members(response: dict[str, Any]) -> str:
+    rows = []
+    for m in response["members"]:
+        partner = m.get("partner") or {}
+        rows.append(
+            [
+                str(m["index"]),
+                str(m["name"]),
+                "up" if m.get("carrier") else "DOWN",
+                "yes" if m.get("active") else "no",
+                _flags(m.get("lacp")),
+                f"{partner.get('system', '-')}/key {partner.get('key', '-')}/port {partner.get('port', '-')}"
+                if partner
+                else "-",
+                str(m.get("connections")),
+                str(m.get("last_loss") or "-"),
+            ]
+        )
+    head = ["#", "NIC", "CARRIER", "ACTIVE", "LACP", "PARTNER", "CONNS", "LAST LOSS"]
+    tail = (
+        f"team {response.get('team')}: active {response.get('active')}, offloaded {response.get('offloaded')}, "
+        f"{'UPLOAD_ALL in progress, ' if response.get('uploading') else ''}"
+        f"{len(response.get('failovers') or [])} failovers"
+    )
+    return table(rows, head) + "\n" + tail

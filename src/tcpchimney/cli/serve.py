@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offload-after", type=float, help="seconds in ESTABLISHED before the policy offloads")
     p.add_argument("--tap-offload", action="store_true", default=None, help="TAP: allow kernel GSO/checksum offload")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument(
+        "--team", type=int, metavar="N", help="one NIC team of N SoftToe members behind a userspace OVS LACP bond"
+    )
     p.add_argument("--info-file", help="write the addresses, namespace and socket as JSON here once ready")
 
 
@@ -74,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         offload=args.offload,
         offload_after=args.offload_after,
         tap_offload=args.tap_offload,
+        team=getattr(args, "team", None),
     )
     return cfg.validate()
 
@@ -87,6 +91,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("chimney serve: needs root (network namespaces, TAP/veth devices)", file=sys.stderr)
         return 2
+    if cfg.team:
+        from tcpchimney.links.ovs import ovs_missing
+
+        why = ovs_missing()
+        if why is not None:
+            print(f"chimney serve --team: userspace Open vSwitch unavailable: {why}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(run_serve(cfg, duration=args.duration, info_file=args.info_file))
     except KeyboardInterrupt:
@@ -102,6 +113,7 @@ class _Serve:
         self.servers: dict[str, Any] = {}
         self.control: Any = None
         self.trace_file: TextIO | None = None
+        self.team: Any = None  # a started ``TeamWire`` (``--team``)
 
     async def close(self) -> None:
         if self.control is not None:
@@ -116,6 +128,9 @@ class _Serve:
         if self.ns is not None:
             with contextlib.suppress(Exception):
                 self.ns.close()
+        if self.team is not None:
+            with contextlib.suppress(Exception):
+                await self.team.close()
         if self.trace_file is not None:
             with contextlib.suppress(Exception):
                 self.trace_file.close()
@@ -167,9 +182,6 @@ async def run_serve(
     from tcpchimney.clock import AsyncioScheduler
     from tcpchimney.control.server import ControlServer, StackControl, default_socket_path
     from tcpchimney.host.policy import OffloadPolicy
-    from tcpchimney.host.stack import HostStack
-    from tcpchimney.links.netns import PeerNamespace
-    from tcpchimney.targets.softtoe import SoftToe
     from tcpchimney.tcp.engine import TcpConfig
     from tcpchimney.trace.tracer import NullTracer, Tracer
 
@@ -190,40 +202,12 @@ async def run_serve(
             honor_optional=cfg.honor_optional,
         )
         tcp_config = TcpConfig(mss=cfg.mtu - 40)
-        host = HostStack(
-            sched, name=cfg.name, tcp_config=tcp_config, policy=policy, tracer=tracer, seed=cfg.seed,
-            on_violation="record",
-        )  # fmt: skip
-        run.ns = (namespace_factory or PeerNamespace)(cfg.ns_prefix)
-        nics: dict[int, Any] = {}
-        links: dict[str, Any] = {}
-        nic_info: list[dict[str, Any]] = []
-        for plan in plans:
-            link = (link_factory or _make_link)(cfg, run.ns, plan)
-            run.links.append(link)
-            peer_ifname = getattr(link, "peer_ifname", link.name)
-            if (link.peer_ip, link.prefix_len) != (plan.peer_ip, plan.prefix_len):
-                _readdress(run.ns, peer_ifname, (link.peer_ip, link.prefix_len), (plan.peer_ip, plan.prefix_len))
-            name = f"nic{plan.index}"
-            nic = SoftToe(
-                sched, link, link.local_mac, name=name, max_connections=cfg.max_connections, tcp_config=tcp_config,
-                tracer=tracer,
-            )  # fmt: skip
-            target_id = host.add_nic(nic)
-            host.add_interface(target_id, link.local_mac, plan.local_ip, plan.prefix_len, cfg.mtu)
-            nics[target_id] = nic
-            links[link.name] = link
-            await link.start(loop)
-            nic_info.append(
-                {
-                    "nic": name,
-                    "link": cfg.link,
-                    "ifname": link.name,
-                    "peer_ifname": peer_ifname,
-                    "addr": f"{plan.local_ip}/{plan.prefix_len}",
-                    "mac": link.local_mac.hex(":"),
-                    "peer_addr": plan.peer_ip,
-                }
+        team_kw: dict[str, Any] = {}
+        if cfg.team:
+            host, nics, links, nic_info, ns_name, team_kw = await _start_team(cfg, run, policy, tracer)
+        else:
+            host, nics, links, nic_info, ns_name = await _start_nics(
+                cfg, run, plans, sched, policy, tracer, tcp_config, namespace_factory, link_factory
             )
         registry = ServiceRegistry()
         run.servers = await start_services(
@@ -237,14 +221,14 @@ async def run_serve(
         info: dict[str, Any] = {
             "name": cfg.name,
             "pid": os.getpid(),
-            "namespace": run.ns.name,
+            "namespace": ns_name,
             "nics": nic_info,
             "services": {s: p for s, p in cfg.ports.items() if p},
             "http_root": cfg.http_root,
             "data_seed": cfg.data_seed,
             "socket": socket_path,
         }
-        control = StackControl(host, nics, registry, links=links, info=info)
+        control = StackControl(host, nics, registry, links=links, info=info, **team_kw)
         run.control = ControlServer(control.handle, socket_path)
         await run.control.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -267,6 +251,98 @@ async def run_serve(
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         await run.close()
+
+
+async def _start_nics(
+    cfg: ServeConfig,
+    run: _Serve,
+    plans: list[NicAddresses],
+    sched: Any,
+    policy: Any,
+    tracer: Any,
+    tcp_config: Any,
+    namespace_factory: Callable[[str], Any] | None,
+    link_factory: Callable[[ServeConfig, Any, NicAddresses], Any] | None,
+) -> tuple[Any, dict[int, Any], dict[str, Any], list[dict[str, Any]], str]:
+    """The plain set-up: one SoftToe per link into one peer namespace."""
+    from tcpchimney.host.stack import HostStack
+    from tcpchimney.links.netns import PeerNamespace
+    from tcpchimney.targets.softtoe import SoftToe
+
+    loop = asyncio.get_running_loop()
+    host = HostStack(
+        sched, name=cfg.name, tcp_config=tcp_config, policy=policy, tracer=tracer, seed=cfg.seed,
+        on_violation="record",
+    )  # fmt: skip
+    run.ns = (namespace_factory or PeerNamespace)(cfg.ns_prefix)
+    nics: dict[int, Any] = {}
+    links: dict[str, Any] = {}
+    nic_info: list[dict[str, Any]] = []
+    for plan in plans:
+        link = (link_factory or _make_link)(cfg, run.ns, plan)
+        run.links.append(link)
+        peer_ifname = getattr(link, "peer_ifname", link.name)
+        if (link.peer_ip, link.prefix_len) != (plan.peer_ip, plan.prefix_len):
+            _readdress(run.ns, peer_ifname, (link.peer_ip, link.prefix_len), (plan.peer_ip, plan.prefix_len))
+        name = f"nic{plan.index}"
+        nic = SoftToe(
+            sched, link, link.local_mac, name=name, max_connections=cfg.max_connections, tcp_config=tcp_config,
+            tracer=tracer,
+        )  # fmt: skip
+        target_id = host.add_nic(nic)
+        host.add_interface(target_id, link.local_mac, plan.local_ip, plan.prefix_len, cfg.mtu)
+        nics[target_id] = nic
+        links[link.name] = link
+        await link.start(loop)
+        nic_info.append(
+            {
+                "nic": name,
+                "link": cfg.link,
+                "ifname": link.name,
+                "peer_ifname": peer_ifname,
+                "addr": f"{plan.local_ip}/{plan.prefix_len}",
+                "mac": link.local_mac.hex(":"),
+                "peer_addr": plan.peer_ip,
+            }
+        )
+    return host, nics, links, nic_info, run.ns.name
+
+
+async def _start_team(
+    cfg: ServeConfig, run: _Serve, policy: Any, tracer: Any
+) -> tuple[Any, dict[int, Any], dict[str, Any], list[dict[str, Any]], str, dict[str, Any]]:
+    """``--team N``: N SoftToe members in a ``TeamTarget`` over veths into a userspace OVS LACP bond; the Linux peer
+    sits behind the OVS bridge.  Returns what ``run_serve`` needs plus the ``StackControl`` team arguments."""
+    from tcpchimney.scenario.team_wire import TeamWire, TeamWireConfig
+
+    tw = TeamWire(
+        TeamWireConfig(
+            members=cfg.team, mtu=cfg.mtu, policy=policy, seed=cfg.seed, max_connections=cfg.max_connections,
+            tracer=tracer,
+        )
+    )  # fmt: skip
+    run.team = tw
+    await tw.start()
+    await tw.converge()
+    ovs = tw.the_ovs
+    assert ovs.ns is not None
+    team = tw.the_team
+    nics = {m.target_id: m.nic for m in team.members}  # member NICs (ids in the team's lower chimney)
+    links = {link.name: link for link in tw.links}
+    nic_info = [
+        {
+            "nic": m.nic.name,
+            "link": "ovs-lacp",
+            "ifname": ovs.members[m.index].team_ifname,
+            "peer_ifname": ovs.members[m.index].ovs_ifname,
+            "addr": f"{ovs.local_ip}/{ovs.prefix_len}",
+            "mac": team.mac.hex(":"),
+            "peer_addr": ovs.peer_ip,
+        }
+        for m in team.members
+    ]
+    team_kw = {"team": team, "member_link": tw.set_member_link}
+    return tw.the_host, nics, links, nic_info, ovs.ns.name, team_kw
 
 
 def describe(info: dict[str, Any]) -> list[str]:

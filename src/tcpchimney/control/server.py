@@ -49,8 +49,14 @@ class StackControl:
         *,
         links: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
+        team: Any = None,
+        member_link: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.host = host
+        # A NIC team (``TeamTarget``): ``members`` / ``member`` ops.  ``member_link(index, up)`` takes a member's
+        # link down/up at link level (so LACP and the partner see it); without it the team's fail/restore is used.
+        self.team = team
+        self.member_link = member_link
         self.nics: list[tuple[int, Any]] = list(nics.items())
         self.registry = registry
         self.links = dict(links or {})
@@ -72,6 +78,10 @@ class StackControl:
             "stats": self.op_stats,
             "results": self.op_results,
         }
+        if team is not None:
+            self._ops["members"] = self.op_members
+            self._ops["member"] = self.op_member
+            self._ops["ops"] = lambda a: {"ops": [*OPS, *TEAM_OPS]}
 
     # -- dispatch ----------------------------------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +253,45 @@ class StackControl:
         out["up"] = up
         return out
 
+    # -- team ----------------------------------------------------------------------------------------------------
+    def _team(self) -> Any:
+        if self.team is None:
+            raise ControlError("this stack runs no NIC team (start it with `chimney serve --team N`)")
+        return self.team
+
+    def op_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        team = self._team()
+        links = [getattr(m.nic, "_port", None) for m in team.members]
+        rows = [_team_member_row(st, links[i]) for i, st in enumerate(team.member_states())]
+        return {
+            "team": getattr(team, "name", "team"),
+            "members": rows,
+            "active": list(team.active_members()),
+            "uploading": bool(team.uploading),
+            "offloaded": int(team.offloaded_connections()),
+            "failovers": [r.as_dict() for r in team.failovers.records],
+        }
+
+    def op_member(self, args: dict[str, Any]) -> dict[str, Any]:
+        team = self._team()
+        ref: Any = args.get("member", args.get("index"))
+        if not _is_number(ref) or not 0 <= int(ref) < len(team.members):
+            raise ControlError(f"bad member {ref!r} (0..{len(team.members) - 1})")
+        index = int(ref)
+        if "up" not in args and "state" not in args:
+            raise ControlError('missing "up" (up/down)')
+        up = parse_bool(args.get("up", args.get("state")), "up")
+        if self.member_link is not None:
+            self.member_link(index, up)
+            how = "link"
+        elif up:
+            team.restore_member(index)
+            how = "team"
+        else:
+            team.fail_member(index)
+            how = "team"
+        return {"member": index, "up": up, "via": how, "active": list(team.active_members())}
+
     # -- statistics ----------------------------------------------------------------------------------------------
     def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         chimney = getattr(self.host, "chimney", None)
@@ -272,6 +321,31 @@ class StackControl:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
             rows = rows[-limit:] if limit else []
         return {"results": rows}
+
+
+TEAM_OPS = ("members", "member")
+
+
+def _team_member_row(state: Mapping[str, Any], link: Any) -> dict[str, Any]:
+    lacp = state.get("lacp") or {}
+    row: dict[str, Any] = {
+        "index": state.get("index"),
+        "name": state.get("name"),
+        "carrier": state.get("carrier"),
+        "link_up": bool(getattr(link, "up", state.get("carrier"))) if link is not None else state.get("carrier"),
+        "active": state.get("active"),
+        "admin_down": state.get("admin_down"),
+        "connections": state.get("connections"),
+        "failures": state.get("failures"),
+        "last_loss": state.get("last_loss"),
+        "lacp": None,
+    }
+    if lacp:
+        row["lacp"] = {
+            k: lacp.get(k) for k in ("selected", "in_sync", "collecting", "distributing", "rx_state", "mux_state")
+        }
+        row["partner"] = lacp.get("partner")
+    return row
 
 
 def _is_number(ref: Any) -> bool:

@@ -266,6 +266,10 @@ class OvsPartner:
         assert schema is not None
         self._run(["ovsdb-tool", "create", self._path("conf.db"), schema])
         self.ns = ns = PeerNamespace(self.prefix)
+        # The OVS ends of the member veths are kernel interfaces of the namespace too: with the default arp_ignore=0
+        # they would answer our ARP for the peer with their own MACs (frames sent there bypass the bridge).  Only the
+        # interface that holds the address may answer.
+        ns.call(write_sysctl, "net/ipv4/conf/all/arp_ignore", "1")
         self._spawn(
             "ovsdb-server",
             [
