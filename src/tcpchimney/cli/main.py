@@ -10,11 +10,7 @@ from pathlib import Path
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.sim:
-        print(
-            "chimney demo: the real-wire demo needs the TAP/veth links (not built yet); run `chimney demo --sim`.",
-            file=sys.stderr,
-        )
-        return 2
+        return _cmd_wire_demo(args)
     from tcpchimney.scenario.demo import DemoConfig, run_demo, summary_table, timeline_lines
 
     out = Path(args.out)
@@ -43,6 +39,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_wire_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tcpchimney.scenario.wire_demo import (
+        WireDemoConfig,
+        can_run,
+        demo_ok,
+        plot_demo,
+        run_wire_demo,
+        summary_lines,
+    )
+
+    why = can_run()
+    if why is not None:
+        print(f"chimney demo: {why}", file=sys.stderr)
+        return 2
+    cfg = WireDemoConfig(link=args.link, out=args.out, seed=args.seed, senders=max(1, args.connections // 3))
+    cfg.receivers = cfg.senders
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    progress = None if args.json else show
+    if not args.json:
+        print(f"tcpchimney demo (real wire: {cfg.link}, Linux kernel peer in a network namespace)\n")
+    try:
+        result, events = asyncio.run(run_wire_demo(cfg, progress))
+    except KeyboardInterrupt:
+        return 130
+    plot_path = Path(args.out) / "wire-plot.png"
+    plotted = plot_demo(events, str(plot_path))
+    result["plot"] = str(plot_path) if plotted else None
+    result["plot_connection"] = plotted
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        from tcpchimney.scenario.demo import timeline_lines
+
+        print("\ntimeline:")
+        for line in timeline_lines(events):
+            print("  " + line)
+        print("\nsummary:")
+        for line in summary_lines(result):
+            print(line)
+        print(f"\ntrace: {result['trace']}\npcap:  {result['pcap']}\nplot:  {result['plot']} ({plotted})")
+    return 0 if demo_ok(result) else 1
+
+
 def _plot_busiest(events: list[dict[str, object]], path: Path) -> bool:
     """Plot the connection with the most ownership changes (the most instructive picture)."""
     from tcpchimney.trace.plot import list_connections, plot_time_sequence
@@ -64,6 +109,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from tcpchimney.bench.sim import run_sim_bench
 
         return run_sim_bench(quick=args.quick, json_path=args.json_out)
+    if args.what == "wire":
+        from tcpchimney.bench.wire import run_wire_bench
+
+        json_out = args.json_out if args.json_out != "bench-results/sim.json" else "bench-results/wire.json"
+        return run_wire_bench(quick=args.quick, json_path=json_out)
     print(f"chimney bench {args.what}: not available yet", file=sys.stderr)
     return 2
 
@@ -94,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--connections", type=int, default=24)
     demo.add_argument("--loss", type=float, default=0.01, help="loss probability per frame on the simulated wire")
     demo.add_argument("--out", default="out", help="folder for the trace and the plot")
+    demo.add_argument("--link", choices=["tap", "veth"], default="tap", help="real wire: the link kind")
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="measure and print a table (and write JSON)")
-    bench.add_argument("what", choices=["sim"])
+    bench.add_argument("what", choices=["sim", "wire"])
     bench.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
     bench.add_argument("--json-out", default="bench-results/sim.json")
     bench.set_defaults(func=_cmd_bench)
