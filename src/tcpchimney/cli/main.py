@@ -9,6 +9,10 @@ from pathlib import Path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.team:
+        from tcpchimney.cli.team_cmd import cmd_demo_team
+
+        return cmd_demo_team(args)
     if not args.sim:
         return _cmd_wire_demo(args)
     from tcpchimney.scenario.demo import DemoConfig, run_demo, summary_table, timeline_lines
@@ -114,8 +118,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         json_out = args.json_out if args.json_out != "bench-results/sim.json" else "bench-results/wire.json"
         return run_wire_bench(quick=args.quick, json_path=json_out)
-    print(f"chimney bench {args.what}: not available yet", file=sys.stderr)
-    return 2
+    from tcpchimney.cli.team_cmd import cmd_bench_failover
+
+    return cmd_bench_failover(args)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -145,10 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--loss", type=float, default=0.01, help="loss probability per frame on the simulated wire")
     demo.add_argument("--out", default="out", help="folder for the trace and the plot")
     demo.add_argument("--link", choices=["tap", "veth"], default="tap", help="real wire: the link kind")
+    from tcpchimney.cli.team_cmd import add_team_arguments
+
+    add_team_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="measure and print a table (and write JSON)")
-    bench.add_argument("what", choices=["sim", "wire"])
+    bench.add_argument("what", choices=["sim", "wire", "failover"])
     bench.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
     bench.add_argument("--json-out", default="bench-results/sim.json")
     bench.set_defaults(func=_cmd_bench)
