@@ -9,10 +9,11 @@ from tcpchimney.tcp.engine import (
     TcpConnected,
     TcpConnection,
     TcpPeerClosed,
+    TcpReset,
     TcpTimedOut,
 )
 from tcpchimney.tcp.state import TcpState
-from tcpchimney.wire.tcp import ACK, SYN, TcpSegment
+from tcpchimney.wire.tcp import ACK, RST, SYN, TcpSegment
 
 
 def all_closed(h: Harness) -> bool:
@@ -166,3 +167,26 @@ def test_close_in_syn_rcvd_sends_fin_after_handshake() -> None:
     assert h.run(lambda h: a.conn is not None and a.conn.state == TcpState.CLOSE_WAIT, max_time=30)
     assert a.received == b"early"
     assert TcpState.FIN_WAIT_1 in b.states_seen or b.conn.state in (TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2)
+
+
+def test_rst_in_time_wait_is_ignored_rfc1337() -> None:
+    cfg = TcpConfig(time_wait=5.0)
+    h = make_pair(cfg, cfg)
+    a, b = h.eps
+    a.close_when_done = True
+    assert h.run(lambda h: b.conn is not None and b.conn.state == TcpState.CLOSE_WAIT, max_time=5)
+    b.close_when_done = True
+    assert h.run(lambda h: b.conn is not None and b.conn.state == TcpState.CLOSED, max_time=20)
+    ca, cb = a.conn, b.conn
+    assert ca is not None and cb is not None and ca.state == TcpState.TIME_WAIT
+    # what the closed peer answers to a duplicated final ACK: a RST at exactly RCV.NXT (the most acceptable one)
+    for flags in (RST, RST | ACK):
+        rst = TcpSegment(cb.local_port, ca.local_port, ca.rcv_nxt, ca.snd_nxt, flags, 0)
+        h.inject(0, rst)
+        h.advance(h.now + 0.5)
+        assert ca.state == TcpState.TIME_WAIT
+        assert not any(isinstance(e, TcpReset) for e in a.events)
+    assert ca.stats.dropped_segments.get("rst_in_time_wait") == 2
+    t0 = h.now
+    assert h.run(lambda h: ca.state == TcpState.CLOSED, max_time=30)
+    assert h.now - t0 <= 5.0 and a.event_types()[-1] is TcpClosed  # TIME_WAIT ran out normally

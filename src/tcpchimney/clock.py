@@ -26,6 +26,14 @@ class TimerHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # A cancelled handle may wait in a heap until its time: let go of what it would have run (often a bound
+        # method and the objects in args) so that those are freed now.
+        self.callback = _cancelled
+        self.args = ()
+
+
+def _cancelled(*_args: Any) -> None:
+    """Stands in for the callback of a cancelled handle (never run: schedulers skip cancelled handles)."""
 
 
 class Scheduler(Protocol):
@@ -46,6 +54,7 @@ class VirtualClock:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
         self.events_run = 0
+        self._compact_at = 1024  # heap size at which cancelled entries are swept out
 
     def now(self) -> float:
         return self._now
@@ -54,8 +63,21 @@ class VirtualClock:
         if when < self._now:
             when = self._now
         handle = TimerHandle(when, callback, args)
-        heapq.heappush(self._heap, (when, next(self._seq), handle))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), handle))
+        if len(heap) > self._compact_at:
+            self._compact()
         return handle
+
+    def _compact(self) -> None:
+        """Drop cancelled entries (re-armed timers leave many behind); amortised O(1) per push.
+
+        The list is changed in place because ``run_until`` holds it; the (when, seq) order is unchanged.
+        """
+        heap = self._heap
+        heap[:] = [e for e in heap if not e[2].cancelled]
+        heapq.heapify(heap)
+        self._compact_at = max(1024, 2 * len(heap))
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         return self.call_at(self._now, callback, *args)
@@ -144,7 +166,7 @@ class _AsyncioTimerHandle(TimerHandle):
         self._inner: asyncio.Handle | None = None
 
     def cancel(self) -> None:
-        self.cancelled = True
+        super().cancel()
         if self._inner is not None:
             self._inner.cancel()
 

@@ -195,6 +195,10 @@ class Chimney:
             raise violation
         raise _Skip
 
+    def _tracing(self) -> bool:
+        tracer = self._tracer
+        return tracer is not None and tracer.enabled
+
     def _emit(self, kind: str, **fields: Any) -> None:
         tracer = self._tracer
         if tracer is not None and tracer.enabled:
@@ -392,12 +396,13 @@ class Chimney:
         except _Skip:
             return
         self.stats["initiates"] += 1
-        self._emit(
-            "initiate_start",
-            target=entry.name,
-            offloads=[str(s.obj.handle) for s in op.blocks if s.obj is not None and s.role == "new"],
-            blocks=len(op.blocks),
-        )
+        if self._tracing():
+            self._emit(
+                "initiate_start",
+                target=entry.name,
+                offloads=[str(s.obj.handle) for s in op.blocks if s.obj is not None and s.role == "new"],
+                blocks=len(op.blocks),
+            )
         self._begin(op, entry.target.initiate_offload)
 
     def _prepare_initiate(self, entry: TargetEntry, tree: OffloadBlock) -> Operation:
@@ -493,7 +498,8 @@ class Chimney:
         except _Skip:
             return
         self.stats["terminates"] += 1
-        self._emit("terminate_start", target=entry.name, objects=[str(s.obj.handle) for s in op.blocks if s.obj])
+        if self._tracing():  # the objects' names are only formatted for a tracer that records them
+            self._emit("terminate_start", target=entry.name, objects=[str(s.obj.handle) for s in op.blocks if s.obj])
         self._begin(op, entry.target.terminate_offload)
 
     def _prepare_terminate(self, entry: TargetEntry, tree: OffloadBlock) -> Operation:
@@ -618,11 +624,13 @@ class Chimney:
             return
         del self._ops[id(tree)]
         entry = op.target
+        tracing = self._tracing()
         statuses = []
         for snap in op.blocks:
-            statuses.append(
-                (str(snap.obj.handle) if snap.obj is not None else "placeholder", _status_name(snap.block.status))
-            )
+            if tracing:
+                statuses.append(
+                    (str(snap.obj.handle) if snap.obj is not None else "placeholder", _status_name(snap.block.status))
+                )
             if snap.role != "new":
                 continue
             obj = snap.obj
@@ -636,7 +644,8 @@ class Chimney:
                     self._post_sends(obj, block.net_buffer_list_chain)
             else:
                 self._remove(obj)
-        self._emit("initiate_done", target=entry.name, statuses=statuses)
+        if tracing:
+            self._emit("initiate_done", target=entry.name, statuses=statuses)
         if self._host is not None:
             self._host.on_initiate_offload_complete(target_id, tree)
 
@@ -727,13 +736,18 @@ class Chimney:
         except _Skip:
             return
         del self._ops[id(tree)]
+        tracing = self._tracing()
         statuses = []
         for snap in op.blocks:
             obj = snap.obj
-            statuses.append((str(obj.handle) if obj is not None else "placeholder", _status_name(snap.block.status)))
+            if tracing:
+                statuses.append(
+                    (str(obj.handle) if obj is not None else "placeholder", _status_name(snap.block.status))
+                )
             if obj is not None:
                 self._remove(obj)
-        self._emit("terminate_done", target=op.target.name, statuses=statuses)
+        if tracing:
+            self._emit("terminate_done", target=op.target.name, statuses=statuses)
         if self._host is not None:
             self._host.on_terminate_offload_complete(target_id, tree)
 
@@ -1001,10 +1015,12 @@ class Chimney:
             obj.handler_from = previous
 
     def send_frame(self, target_id: int, frame: bytes) -> None:
-        try:
-            entry = self._entry(target_id, HOST)
-        except _Skip:
-            return
+        entry = self._targets.get(target_id)  # once per packet: the registered target is looked up inline
+        if entry is None:
+            try:
+                entry = self._entry(target_id, HOST)
+            except _Skip:
+                return
         entry.target.send_frame(frame)
 
     # ---- TCP I/O completions: target -> host -----------------------------------------------------------------------

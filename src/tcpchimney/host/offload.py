@@ -36,6 +36,7 @@ from tcpchimney.chimney.objects import (
 from tcpchimney.host.connection import CLOSED, OFFLOADED, OFFLOADING, SOFTWARE, TERMINATING, Connection
 from tcpchimney.tcp.engine import TcpConnection
 from tcpchimney.tcp.state import OFFLOADABLE_STATES, TcpState
+from tcpchimney.wire.frame import TcpFrame, safe_parse
 from tcpchimney.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
@@ -138,6 +139,10 @@ def _reason_key(reason: UploadReason | str) -> str:
     return reason.name if isinstance(reason, UploadReason) else reason
 
 
+_TERMINATE_BATCH = 128  # connections per terminate tree when many are terminated at once (UPLOAD_ALL)
+_INITIATE_BATCH = 128  # connections per initiate tree when many are offloaded at once (RESUME)
+
+
 class OffloadManager:
     def __init__(self, host: HostStack) -> None:
         self.host = host
@@ -146,6 +151,7 @@ class OffloadManager:
         self.by_reason: dict[str, int] = {}
         self.by_requester: dict[str, int] = {"host": 0, "target": 0}
         self.offloaded_now = 0  # connections a target runs (owner is a target's name)
+        self._terminate_queue: list[Connection] = []  # scheduled terminates, sent together by _flush_terminates
 
     # ------------------------------------------------------------------------------------------------ bookkeeping
     def count(self, name: str, n: int = 1) -> None:
@@ -292,8 +298,20 @@ class OffloadManager:
             for c in conns[max(room, 0) :]:
                 t.blocked[c] = None
             conns = conns[: max(room, 0)]
-        if conns:
-            self._initiate(t, conns)
+        if len(conns) > _INITIATE_BATCH:
+            # One bounded tree per pass (the rest stays batched for the next pass, which runs after the target
+            # completed this tree): the blocks of one batch are alive at a time, and later batches link to the
+            # neighbor and path this one offloads instead of waiting for it.
+            for c in conns[_INITIATE_BATCH:]:
+                t.batch[c] = None
+            conns = conns[:_INITIATE_BATCH]
+        try:
+            if conns:
+                self._initiate(t, conns)
+        finally:
+            if t.batch and not t.batch_scheduled:
+                t.batch_scheduled = True
+                self.host.scheduler.call_soon(self._flush_batch, t)
 
     def _initiate(self, t: TargetInfo, conns: list[Connection]) -> None:
         host = self.host
@@ -596,13 +614,29 @@ class OffloadManager:
 
     def frame_for_offloaded(self, c: Connection, frame: bytes, seg: TcpSegment) -> None:
         """A frame for a connection the host does not run right now (offloading, offloaded or terminating)."""
-        if c.mode == OFFLOADED:
+        # A frame the target passes up for a connection it runs means it stopped processing it (a mandatory
+        # RETRIEVE): once our terminate is scheduled, forwarding it back would only get it rejected
+        # (UPLOAD_IN_PROGRESS) and lost, so it waits for the upload like frames that arrive while terminating.
+        if c.mode == OFFLOADED and not c.terminate_scheduled:
             self.count("frames_forwarded")
             self.host.chimney.tcp_forward(c, [NetBufferList(data=frame)])
         elif len(c.pending_frames) < MAX_QUEUED_FRAMES:
             c.pending_frames.append((frame, seg))
         else:
             self.host.drops.count("offload-frame-queue-full")
+
+    def on_forward_complete(self, c: Any, nbls: list[NetBufferList]) -> None:
+        """Forwarded frames the target refused (it stopped the connection for an upload) are kept for the host."""
+        self.count("forwards_completed")
+        if not isinstance(c, Connection) or c.mode not in (OFFLOADED, TERMINATING):
+            return
+        for nbl in nbls:
+            if nbl.status == _SUCCESS:
+                continue
+            parsed = safe_parse(nbl.data, self.host.drops, False)
+            if type(parsed) is TcpFrame and len(c.pending_frames) < MAX_QUEUED_FRAMES:
+                self.count("frames_forward_refused")
+                c.pending_frames.append((nbl.data, parsed.seg))
 
     def _notify(self, c: Connection) -> None:
         if not c.notify_scheduled:
@@ -870,12 +904,42 @@ class OffloadManager:
         c.terminate_scheduled = True
         c.terminate_by = by
         c.terminate_reason = reason
-        self.host.scheduler.call_soon(self._do_terminate, c)
+        if not self._terminate_queue:
+            self.host.scheduler.call_soon(self._flush_terminates)
+        self._terminate_queue.append(c)
 
-    def _do_terminate(self, c: Connection) -> None:
+    def _flush_terminates(self) -> None:
+        """Scheduled terminates go to each target as trees of sibling TCP blocks (a terminate may name any number of
+        connections): an UPLOAD_ALL of n connections is n / _TERMINATE_BATCH operations, not n.
+
+        One batch per pass: the rest follows in a later pass, after the target has had its turn to complete this
+        one, so the blocks of only one batch are alive at a time (thousands of live blocks would mostly cost the
+        garbage collector).  A pass stays scheduled exactly while the queue is not empty.
+        """
+        queue = self._terminate_queue
+        batch = queue[:_TERMINATE_BATCH]
+        self._terminate_queue = queue[_TERMINATE_BATCH:]
+        try:
+            trees: dict[int, list[OffloadBlock]] = {}
+            for c in batch:
+                block = self._start_terminate(c)
+                if block is not None:
+                    assert c.offload_target is not None
+                    trees.setdefault(c.offload_target, []).append(block)
+            chimney = self.host.chimney
+            for tid, blocks in trees.items():
+                root = link_siblings(blocks)
+                assert root is not None
+                chimney.terminate_offload(tid, root)
+        finally:
+            if self._terminate_queue:  # after the target scheduled this batch's completion, so that comes first
+                self.host.scheduler.call_soon(self._flush_terminates)
+
+    def _start_terminate(self, c: Connection) -> OffloadBlock | None:
+        """Move a scheduled terminate to TERMINATING; the block to send, or None if it is no longer offloaded."""
         c.terminate_scheduled = False
         if c.mode != OFFLOADED:
-            return
+            return None
         tid = c.offload_target
         assert tid is not None
         host = self.host
@@ -887,8 +951,7 @@ class OffloadManager:
         timeout = host.policy.terminate_timeout
         if timeout and timeout != math.inf:
             c.watchdog = host.scheduler.call_later(timeout, self._terminate_timeout, c)
-        block = tcp_block(context=ContextSlot(c.context), handle=c)
-        host.chimney.terminate_offload(tid, block)
+        return tcp_block(context=ContextSlot(c.context), handle=c)
 
     def _terminate_timeout(self, c: Connection) -> None:
         c.watchdog = None

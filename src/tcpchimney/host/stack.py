@@ -44,6 +44,7 @@ from tcpchimney.wire.frame import (
     build_arp_frame,
     build_icmp_frame,
     build_tcp_frame,
+    parse_tcp_fast,
     safe_parse,
 )
 from tcpchimney.wire.icmp import ICMP_ECHO_REQUEST, IcmpEcho, echo_reply_to
@@ -237,7 +238,7 @@ class HostStack:
         self._off.on_disconnect_complete(handle, nbl)
 
     def on_tcp_forward_complete(self, handle: Any, nbls: list[NetBufferList]) -> None:
-        self._off.count("forwards_completed")
+        self._off.on_forward_complete(handle, nbls)
 
     def on_tcp_event(self, handle: Any, event_type: int, info: int) -> None:
         self._off.on_tcp_event(handle, event_type, info)
@@ -258,6 +259,18 @@ class HostStack:
     # ================================================================================================ receive path
     def on_receive_frame(self, target_id: int, frame: bytes) -> None:
         self.frames_in += 1
+        # The per-packet path: a plain TCP/IPv4 frame for a connection the host runs is parsed once, into the
+        # segment alone; everything else (and any frame the fast parser declines) takes the full parse below.
+        hit = parse_tcp_fast(frame, self.verify_checksums)
+        if hit is not None:
+            src, dst, seg = hit
+            c = self._conns.get((dst, seg.dst_port, src, seg.src_port))
+            if c is not None and c.mode == SOFTWARE:
+                if self.tracer.enabled:
+                    self._trace_segment(c, "in", seg)
+                c.engine.handle_segment(seg, self.scheduler.now())  # type: ignore[union-attr]
+                self._service(c)
+                return
         parsed = safe_parse(frame, self.drops, self.verify_checksums)
         if parsed is None:
             return

@@ -67,7 +67,9 @@ def run_demo(config: DemoConfig) -> tuple[dict[str, Any], SimWorld]:
     rng = world.rng
     transfers = TransferSet(world.clock, world.host, world.peer, PEER_IP, rng)
     for _ in range(config.connections):
-        transfers.start(rng.randint(config.min_bytes, config.max_bytes), rng.randint(config.min_bytes, config.max_bytes))
+        transfers.start(
+            rng.randint(config.min_bytes, config.max_bytes), rng.randint(config.min_bytes, config.max_bytes)
+        )
 
     # Target-requested retrievals of single connections, spread over the transfer.
     def inject(reason: UploadReason) -> None:

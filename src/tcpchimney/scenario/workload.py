@@ -21,6 +21,7 @@ from tcpchimney.host.stack import HostStack
 WRITE_CHUNK = 32 * 1024
 SEND_HIGH_WATER = 256 * 1024
 PACE_INTERVAL = 0.002
+_ABNORMAL = ("reset", "timeout")
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Transfer:
 
     @property
     def reset(self) -> bool:
-        return any(e.closed_reason in ("reset", "timeout") for e in (self.client, self.server))
+        return self.client.closed_reason in _ABNORMAL or self.server.closed_reason in _ABNORMAL
 
     def mismatched_bytes(self) -> int:
         """Bytes that differ from what the other side sent (missing, extra or wrong)."""
@@ -118,6 +119,7 @@ class TransferSet:
         self.transfers: list[Transfer] = []
         self.on_done = on_done
         self._by_port: dict[int, Transfer] = {}
+        self._finished = 0  # transfers whose `finished` _check set: all_done is read after every clock event
 
     def start(self, up_bytes: int, down_bytes: int, linger: float = 0.0) -> Transfer:
         """Open a connection and move the bytes; `linger` keeps both sides quiet that long before closing."""
@@ -192,12 +194,13 @@ class TransferSet:
         complete = t.client.eof and t.server.eof and t.client.close_called and t.server.close_called
         if complete or t.reset:
             t.finished = self.scheduler.now()
+            self._finished += 1
             if self.on_done is not None:
                 self.on_done(t)
 
     @property
     def all_done(self) -> bool:
-        return all(t.done for t in self.transfers)
+        return self._finished == len(self.transfers)
 
     def totals(self) -> dict[str, int]:
         sent = sum(len(t.client.to_send) + len(t.server.to_send) for t in self.transfers)

@@ -62,7 +62,7 @@ from tcpchimney.tcp.state import (
 from tcpchimney.trace.tracer import NullTracer, Tracer
 from tcpchimney.wire.addr import ip_to_str
 from tcpchimney.wire.drops import DropCounter
-from tcpchimney.wire.frame import TcpFrame, build_tcp_frame, safe_parse
+from tcpchimney.wire.frame import TcpFrame, build_tcp_frame, parse_tcp_fast, safe_parse
 from tcpchimney.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpSegment, decode_tcp, encode_tcp_options
 
 _M = 0xFFFFFFFF
@@ -128,6 +128,7 @@ class SoftToe:
         self._note_state: Callable[[Any, TcpState], None] | None = None
         self._table: ConnectionTable[TcpContext] = ConnectionTable()
         self._tcps: dict[int, TcpContext] = {}  # id(context) -> context (also the "is it mine" test)
+        self._tcp_keys: dict[bytes, int] = {}  # 4-tuple key -> how many contexts in _tcps hold it (O(1) dup test)
         self._paths: dict[int, PathContext] = {}
         self._neighbors: dict[int, NeighborContext] = {}
         self._by_handle: dict[Any, TcpContext] = {}  # host handle (hashable, as the mediator needs) -> context
@@ -407,6 +408,7 @@ class SoftToe:
         if op.done:
             return
         op.done = True
+        op.timer = None  # op <-> handle is a reference cycle: break it so both die by refcount, not by the GC
         self._pending_ops.remove(op)
         op.handler(op.tree)
 
@@ -468,10 +470,11 @@ class SoftToe:
             return NdisStatus.FAILURE, None
         if len(self._tcps) >= self.max_connections:
             return NdisStatus.OFFLOAD_TCP_ENTRIES, None
-        if TcpState(deleg.state) not in OFFLOADABLE_STATES:
+        state = deleg.state if type(deleg.state) is TcpState else TcpState(deleg.state)
+        if state not in OFFLOADABLE_STATES:
             return NdisStatus.FAILURE, None
         key = connection_key(parent.src, parent.dst, const.local_port, const.remote_port)
-        if key in self._table or any(t.key == key for t in self._tcps.values()):
+        if key in self._table or key in self._tcp_keys:
             return NdisStatus.FAILURE, None  # the same 4-tuple is already here
         if cached.initial_rcv_wnd > self.buffer_bytes:
             return NdisStatus.OFFLOAD_TCP_RCV_WINDOW, None
@@ -483,7 +486,7 @@ class SoftToe:
             return NdisStatus.OFFLOAD_TCP_XMIT_BUFFER, None
         if len(send_data) + len(recv) > room:
             return NdisStatus.FAILURE, None  # cannot copy the buffered receive data (reference 2.1)
-        send_closed = bool(deleg.fin_sent) or TcpState(deleg.state) in _GRACEFUL_SEND_CLOSED
+        send_closed = bool(deleg.fin_sent) or state in _GRACEFUL_SEND_CLOSED
         try:
             engine = TcpConnection.from_state(
                 self.tcp_config,
@@ -510,7 +513,7 @@ class SoftToe:
             BacklogEstimator(cfg, now),
             now,
         )
-        tc.last_state = TcpState(deleg.state)
+        tc.last_state = state
         pos = 0
         for nbl in chain:
             end = pos + len(nbl.data) - nbl.offset
@@ -519,6 +522,7 @@ class SoftToe:
         tc.appended = pos
         parent.tcps.append(tc)
         self._tcps[id(tc)] = tc
+        self._tcp_keys[key] = self._tcp_keys.get(key, 0) + 1
         self._by_handle[tc.handle] = tc
         self._table.add(key, tc)  # active at once: segments are processed from now on
         self._account(tc)
@@ -634,7 +638,12 @@ class SoftToe:
         return NeighborDelegated(nic_reachability_delta=min(max(delta, 0), _M))
 
     def _free_tcp(self, tc: TcpContext) -> None:
-        self._tcps.pop(id(tc), None)
+        if self._tcps.pop(id(tc), None) is not None:
+            held = self._tcp_keys[tc.key] - 1
+            if held:
+                self._tcp_keys[tc.key] = held
+            else:
+                del self._tcp_keys[tc.key]
         self._by_handle.pop(tc.handle, None)
         self._table.remove(tc.key)
         if tc in tc.path.tcps:
@@ -798,11 +807,15 @@ class SoftToe:
             self._chimney.indicate_receive_frame(self._target_id, frame)
 
     def _process_frame(self, tc: TcpContext, frame: bytes) -> None:
-        parsed = safe_parse(frame, self.drops)
-        if not isinstance(parsed, TcpFrame):
-            self.stats.frames_dropped += 1
-            return
-        seg = parsed.seg
+        hit = parse_tcp_fast(frame)  # the common frame, parsed once into the segment alone
+        if hit is not None:
+            seg = hit[2]
+        else:
+            parsed = safe_parse(frame, self.drops)
+            if not isinstance(parsed, TcpFrame):
+                self.stats.frames_dropped += 1
+                return
+            seg = parsed.seg
         if seg.flags & URG and self._urgent_stops(tc):
             # Urgent data is not processed or ACKed by the NIC: the host gets the frame and the connection.
             self._raise_mandatory(tc, UploadReason.RECEIVED_URGENT_DATA)

@@ -67,6 +67,7 @@ from tcpchimney.tcp.state import (
     TcpState,
     TimerState,
 )
+from tcpchimney.wire._fast import frozen_builder
 from tcpchimney.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpOptions, TcpSegment
 
 
@@ -175,6 +176,12 @@ class TcpStats:
     last_activity: float = 0.0  # time of last segment in or data queued/read
 
 
+# per-segment values built positionally without the frozen-dataclass __init__ (same objects, half the cost)
+_new_segment = frozen_builder(TcpSegment)
+_new_options = frozen_builder(TcpOptions)
+_new_data_received = frozen_builder(TcpDataReceived)
+_new_send_acked = frozen_builder(TcpSendAcked)
+
 # state constants as plain module globals: enum attribute lookups are slow on the per-segment path
 _CLOSED = TcpState.CLOSED
 _LISTEN = TcpState.LISTEN
@@ -188,12 +195,19 @@ _CLOSING = TcpState.CLOSING
 _LAST_ACK = TcpState.LAST_ACK
 _TIME_WAIT = TcpState.TIME_WAIT
 _M = 0xFFFFFFFF
+# Most connections never hold out-of-order data or SACK information: they share these empty lists (fewer objects
+# per connection for the garbage collector).  Never add to them: the two places that add swap in a list first.
+_NO_OOO: list[list[Any]] = []
+_NO_SACKED: list[list[int]] = []
 _SYN_STATES = (_SYN_SENT, _SYN_RCVD)
 _DATA_RCV_STATES = frozenset({_ESTABLISHED, _FIN_WAIT_1, _FIN_WAIT_2})
 _SEND_STATES = frozenset({_ESTABLISHED, _CLOSE_WAIT, _FIN_WAIT_1, _CLOSING, _LAST_ACK})
 _FIN_QUEUED_STATES = frozenset({_FIN_WAIT_1, _FIN_WAIT_2, _CLOSING, _LAST_ACK, _TIME_WAIT})
 _ACK_ONLY_STATES = frozenset({_CLOSE_WAIT, _CLOSING, _LAST_ACK, _TIME_WAIT})
 _KEEPALIVE_STATES = frozenset({_ESTABLISHED, _CLOSE_WAIT})
+# header prediction: states where an in-order plain ACK (with data, except in CLOSE_WAIT) needs no full check;
+# a half-closed bulk transfer spends its life in FIN_WAIT_2 / CLOSE_WAIT
+_FAST_STATES = frozenset({_ESTABLISHED, _FIN_WAIT_2, _CLOSE_WAIT})
 _FAST_MASK = SYN | RST | FIN | URG | ACK  # header prediction wants exactly ACK among these
 _MAX_WSCALE = 14
 _TS_OPT_LEN = 12  # NOP NOP TS(10): what the timestamp option costs every segment
@@ -201,6 +215,29 @@ _CHALLENGE_ACK_LIMIT = 10  # per connection per second (RFC 5961 section 7)
 _INFINITE_SSTHRESH = 0x7FFFFFFF
 _DEFAULT_REMOTE_MSS = 536
 _PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent older than 24 days is invalid
+
+
+_new_delegated = frozen_builder(TcpDelegated)
+_new_const = frozen_builder(TcpConst)
+_new_timer = frozen_builder(TimerState)
+_cached_by_config: dict[TcpConfig, TcpCached] = {}
+
+
+def _default_cached(config: TcpConfig) -> TcpCached:
+    """The cached variables a new connection starts from (one immutable value per config, shared)."""
+    cached = _cached_by_config.get(config)
+    if cached is None:
+        if len(_cached_by_config) >= 64:
+            _cached_by_config.clear()
+        cached = _cached_by_config[config] = TcpCached(
+            flags=(TCP_FLAG_NAGLING_ENABLED if config.nagle else 0)
+            | (TCP_FLAG_KEEP_ALIVE_ENABLED if config.keepalive else 0),
+            initial_rcv_wnd=config.rcv_buf,
+            ka_probe_count=config.keepalive_probes,
+            ka_timeout=_ticks(config.keepalive_idle),
+            ka_interval=_ticks(config.keepalive_interval),
+        )
+    return cached
 
 
 def _signed(d: int) -> int:
@@ -266,7 +303,9 @@ class TcpConnection:
         self._rcv_adv = 0  # right edge we advertised: never moves left
         self._rcv_buf = config.rcv_buf
         self._rbuf = bytearray()
-        self._ooo: list[list[Any]] = []  # sorted [start, end, bytearray] blocks above RCV.NXT
+        # sorted [start, end, bytearray] blocks above RCV.NXT; the shared empty list until the first block arrives
+        # (only _insert_ooo adds to it, and it swaps in a list of its own first)
+        self._ooo: list[list[Any]] = _NO_OOO
         self._ooo_last: tuple[int, int] | None = None  # block holding the most recent out-of-order arrival
         self._ooo_fin: int | None = None  # sequence number of an out-of-order FIN
         self._fin_received = False
@@ -304,7 +343,8 @@ class TcpConnection:
         self._in_recovery = False
         self._recover = 0
         self._rexmit_una = False  # a fast retransmit of SND.UNA is due
-        self._sacked: list[list[int]] = []  # SACK scoreboard: sorted [start, end) above SND.UNA
+        # SACK scoreboard: sorted [start, end) above SND.UNA; shared empty list until _update_scoreboard adds one
+        self._sacked: list[list[int]] = _NO_SACKED
         self._sack_rexmit_hi = 0  # holes below this were already retransmitted in this recovery
         # persist / keepalive / time-wait
         self._persist_at: float | None = None
@@ -320,14 +360,7 @@ class TcpConnection:
         self._ka_at: float | None = None
         self._tw_at: float | None = None
         self._max_rt_ticks = 0
-        self._cached = TcpCached(
-            flags=(TCP_FLAG_NAGLING_ENABLED if config.nagle else 0)
-            | (TCP_FLAG_KEEP_ALIVE_ENABLED if config.keepalive else 0),
-            initial_rcv_wnd=config.rcv_buf,
-            ka_probe_count=config.keepalive_probes,
-            ka_timeout=_ticks(config.keepalive_idle),
-            ka_interval=_ticks(config.keepalive_interval),
-        )
+        self._cached = _default_cached(config)
 
     # ================================================================================================ constructors
 
@@ -440,7 +473,7 @@ class TcpConnection:
         """
         d = delegated
         self = cls(config, const.local_port, const.remote_port, now)
-        st = TcpState(d.state)
+        st = d.state if type(d.state) is TcpState else TcpState(d.state)  # (an enum call costs a microsecond)
         self.state = st
         self._offer_flags = const.flags
         self._ts_ok = const.timestamps
@@ -578,54 +611,47 @@ class TcpConnection:
                 | (TCP_FLAG_WINDOW_SCALING_ENABLED if self._wscale_ok else 0)
             )
             snd_scale = self._snd_wscale
-        const = TcpConst(
-            flags=flags,
-            local_port=self.local_port,
-            remote_port=self.remote_port,
-            snd_wind_scale=snd_scale,
-            rcv_wind_scale=self._rcv_wscale,
-            remote_mss=self._remote_mss,
-        )
+        const = _new_const(flags, self.local_port, self.remote_port, snd_scale, self._rcv_wscale, self._remote_mss, 0)
         if st == _TIME_WAIT:
-            rt = TimerState(0, _ticks(self._tw_at - now) if self._tw_at is not None else TIMER_STOPPED)
+            rt = _new_timer(0, _ticks(self._tw_at - now) if self._tw_at is not None else TIMER_STOPPED)
         elif self._rto_at is not None:
-            rt = TimerState(min(self._rexmit_count, 255), _ticks(self._rto_at - now))
+            rt = _new_timer(min(self._rexmit_count, 255), _ticks(self._rto_at - now))
         elif self._persist_at is not None:
-            rt = TimerState(min(self._rexmit_count, 255), _ticks(self._persist_at - now))
+            rt = _new_timer(min(self._rexmit_count, 255), _ticks(self._persist_at - now))
         else:
-            rt = TimerState(min(self._rexmit_count, 255), TIMER_STOPPED)
-        ka = TimerState(
+            rt = _new_timer(min(self._rexmit_count, 255), TIMER_STOPPED)
+        ka = _new_timer(
             min(self._ka_count, 255), _ticks(self._ka_at - now) if self._ka_at is not None else TIMER_STOPPED
         )
         srtt = self._srtt
         total_rt = 0
         if self._rexmit_start is not None:
             total_rt = _ticks(now - self._rexmit_start)
-        deleg = TcpDelegated(
-            state=st,
-            rcv_nxt=self._rcv_nxt & _M,
-            rcv_wnd=max(0, self._rcv_adv - self._rcv_nxt),
-            snd_una=self._snd_una & _M,
-            snd_nxt=self._snd_nxt & _M,
-            snd_max=self._snd_max & _M,
-            snd_wnd=self._snd_wnd,
-            max_snd_wnd=self._max_snd_wnd,
-            send_wl1=self._snd_wl1 & _M,
-            cwnd=min(self._cwnd, _M),
-            ssthresh=min(self._ssthresh, _M),
-            srtt=0 if srtt is None else max(1, min(0xFFFF, int(srtt * TICKS_PER_SECOND * 8 + 0.5))),
-            rttvar=0 if srtt is None else min(0xFFFF, int(self._rttvar * TICKS_PER_SECOND * 4 + 0.5)),
-            ts_recent=self._ts_recent,
-            ts_recent_age=_ticks(now - self._ts_recent_time),
-            ts_time=self._ts_now(now),
-            total_rt=total_rt,
-            dup_ack_count=min(self._dupacks, 255),
-            snd_wnd_probe_count=min(self._persist_count, 255),
-            keepalive=ka,
-            retransmit=rt,
-            send_wl2=self._snd_wl2 & _M,
-            fin_sent=self._fin_sent,
-            fin_received=self._fin_received,
+        deleg = _new_delegated(
+            st,
+            self._rcv_nxt & _M,
+            max(0, self._rcv_adv - self._rcv_nxt),
+            self._snd_una & _M,
+            self._snd_nxt & _M,
+            self._snd_max & _M,
+            self._snd_wnd,
+            self._max_snd_wnd,
+            self._snd_wl1 & _M,
+            min(self._cwnd, _M),
+            min(self._ssthresh, _M),
+            0 if srtt is None else max(1, min(0xFFFF, int(srtt * TICKS_PER_SECOND * 8 + 0.5))),
+            0 if srtt is None else min(0xFFFF, int(self._rttvar * TICKS_PER_SECOND * 4 + 0.5)),
+            self._ts_recent,
+            _ticks(now - self._ts_recent_time),
+            self._ts_now(now),
+            total_rt,
+            min(self._dupacks, 255),
+            min(self._persist_count, 255),
+            ka,
+            rt,
+            self._snd_wl2 & _M,
+            self._fin_sent,
+            self._fin_received,
         )
         return const, self._cached, deleg, bytes(self._sbuf), bytes(self._rbuf)
 
@@ -688,10 +714,20 @@ class TcpConnection:
     # ================================================================================================ views
 
     def next_timer(self) -> float | None:
-        t: float | None = None
-        for x in (self._rto_at, self._delack_at, self._persist_at, self._ka_at, self._tw_at):
-            if x is not None and (t is None or x < t):
-                t = x
+        # called after every segment: plain comparisons, no tuple to build and iterate
+        t = self._rto_at
+        x = self._delack_at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self._persist_at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self._ka_at
+        if x is not None and (t is None or x < t):
+            t = x
+        x = self._tw_at
+        if x is not None and (t is None or x < t):
+            t = x
         return t
 
     def pop_events(self) -> list[TcpEvent]:
@@ -847,18 +883,24 @@ class TcpConnection:
         if self._ts_ok and now is not None:
             tsval = (int(now * TICKS_PER_SECOND) + self._ts_offset) & _M
             if self._sack_ok and self._ooo:
-                opts = TcpOptions(sack_blocks=self._sack_blocks(), timestamp=(tsval, self._ts_recent))
+                opts = _new_options(None, None, False, self._sack_blocks(), (tsval, self._ts_recent))
             elif tsval == self._opt_tsval and self._ts_recent == self._opt_tsecr:
                 opts = self._opt_cache  # same millisecond, same echo: reuse the (immutable) options value
             else:
-                opts = self._opt_cache = TcpOptions(timestamp=(tsval, self._ts_recent))
+                opts = self._opt_cache = _new_options(None, None, False, (), (tsval, self._ts_recent))
                 self._opt_tsval = tsval
                 self._opt_tsecr = self._ts_recent
         elif self._sack_ok and self._ooo:
             opts = TcpOptions(sack_blocks=self._sack_blocks())
         else:
             opts = NO_OPTIONS
-        return TcpSegment(self.local_port, self.remote_port, seq & _M, ack, flags, window, payload, opts)
+        return _new_segment(self.local_port, self.remote_port, seq & _M, ack, flags, window, payload, opts, 0)
+
+    def _sack_opt_len(self) -> int:
+        """Bytes the SACK option adds to a segment sent now (NOP NOP kind len + 8 per block; 0 without SACK)."""
+        if not self._sack_ok or not self._ooo:
+            return 0
+        return 4 + 8 * min(len(self._ooo), 3 if self._ts_ok else 4)
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
         limit = 3 if self._ts_ok else 4
@@ -927,7 +969,7 @@ class TcpConnection:
             self._input_syn_sent(seg, now)
             return
         flags = seg.flags
-        if st == _ESTABLISHED and flags & _FAST_MASK == ACK and self._fast_path(seg, now):
+        if flags & _FAST_MASK == ACK and st in _FAST_STATES and self._fast_path(seg, now):
             return
         rcv_nxt = self._rcv_nxt
         seq = rcv_nxt + _signed(seg.seq - rcv_nxt)
@@ -949,6 +991,10 @@ class TcpConnection:
         if rcv_wnd < 0:
             rcv_wnd = 0
         if flags & RST:
+            if st == _TIME_WAIT:
+                # RFC 1337: a RST must not end TIME_WAIT early (e.g. the closed peer's answer to a duplicated ACK)
+                self._drop("rst_in_time_wait")
+                return
             self._input_rst(seq, now)
             return
         if seg_len == 0:
@@ -1048,12 +1094,15 @@ class TcpConnection:
             self._ack_now = True
 
     def _fast_path(self, seg: TcpSegment, now: float) -> bool:
-        """Header prediction for ESTABLISHED: in-order (or no) data with a plain ACK.  False = take the full path."""
+        """Header prediction for _FAST_STATES: in-order (or no) data with a plain ACK.  False = take the full path.
+
+        Does exactly what the full path would do for such a segment, minus the checks that cannot fail.
+        """
         rcv_nxt = self._rcv_nxt
-        if seg.seq != rcv_nxt & _M or self._ooo:
+        if seg.seq != rcv_nxt & _M or self._ooo or self._ooo_fin is not None:
             return False
         plen = len(seg.payload)
-        if plen > self._rcv_adv - rcv_nxt:
+        if plen and (plen > self._rcv_adv - rcv_nxt or self.state == _CLOSE_WAIT):
             return False
         ts = None
         if self._ts_ok:
@@ -1070,15 +1119,15 @@ class TcpConnection:
         d = (seg.ack - una) & _M
         if d >= 0x80000000 or una + d > self._snd_max:
             return False  # old or impossible ACK: full checks
-        if self._ka_enabled:
+        if self._ka_enabled or self._ka_at is not None:
             self._ka_count = 0
-            self._ka_at = now + self._ka_idle
+            self._ka_at = now + self._ka_idle if (self._ka_enabled and self.state in _KEEPALIVE_STATES) else None
         self._input_ack(seg, rcv_nxt, una + d, plen, ACK, ts, now)
-        if plen and self.state == _ESTABLISHED:
+        if plen and self.state in _DATA_RCV_STATES:
             self._rbuf += seg.payload
             self._rcv_nxt = rcv_nxt + plen
             self.stats.bytes_in += plen
-            self._events.append(TcpDataReceived(len(self._rbuf)))
+            self._events.append(_new_data_received(len(self._rbuf)))
             if self._ack_now or self.config.delayed_ack <= 0:
                 self._ack_now = True
             else:
@@ -1243,7 +1292,7 @@ class TcpConnection:
         elif not self._in_recovery or self._rexmit_una:
             self._rto_at = now + self._current_rto()
         if n > 0:
-            self._events.append(TcpSendAcked(n, ack & _M))
+            self._events.append(_new_send_acked(n, ack & _M))
         # our FIN acknowledged?
         if self._fin_sent and ack == end + 1:
             st = self.state
@@ -1281,6 +1330,8 @@ class TcpConnection:
         una = self._snd_una
         top = self._snd_max
         sk = self._sacked
+        if sk is _NO_SACKED:
+            sk = self._sacked = []
         for left, right in blocks:
             s = una + _signed(left - una)
             e = una + _signed(right - una)
@@ -1347,7 +1398,7 @@ class TcpConnection:
                 self._ooo_fin = None
                 self._receive_fin(now)
             if plen or had_ooo:
-                self._events.append(TcpDataReceived(len(self._rbuf)))
+                self._events.append(_new_data_received(len(self._rbuf)))
             if had_ooo or self.config.delayed_ack <= 0 or self._ack_now:
                 self._ack_now = True
             else:
@@ -1368,6 +1419,8 @@ class TcpConnection:
     def _insert_ooo(self, seq: int, payload: bytes) -> None:
         end = seq + len(payload)
         q = self._ooo
+        if q is _NO_OOO:
+            q = self._ooo = []
         i = 0
         n = len(q)
         while i < n and q[i][1] < seq:
@@ -1542,13 +1595,37 @@ class TcpConnection:
             elif self._ack_now and st == _SYN_RCVD:
                 self._ack_now = False
             return
+        nxt = self._snd_nxt
+        end = self._sbuf_seq + len(self._sbuf)
+        if not self._rexmit_una and (nxt > end or (nxt == end and not (self._closed and st in _SEND_STATES))):
+            # Nothing to (re)send, no FIN due: what the loop below would conclude, without running it (the
+            # receiving side of a bulk transfer comes here once per segment).
+            self._persist_force = False
+            self._rto_force = False
+            if self._ack_now:
+                self._emit_ack(now)
+            if (
+                self._snd_max == self._snd_una
+                and self._rto_at is None
+                and self._closed
+                and not self._fin_sent
+                and st in _SEND_STATES
+            ):
+                if self._persist_at is None:
+                    interval = max(self.config.persist_min, self._rto) * (1 << min(self._persist_count, 16))
+                    self._persist_at = now + min(interval, self.config.max_rto)
+            else:
+                self._persist_at = None
+            return
         sent = False
         if self._rexmit_una:
             self._rexmit_una = False
             sent = self._fast_retransmit(now)
         sbuf_seq = self._sbuf_seq
         end = sbuf_seq + len(self._sbuf)
-        smss = self._smss
+        # payload per segment: the MSS minus the options this segment carries (timestamps are already out of
+        # _smss; SACK blocks ride on data segments too while we hold out-of-order data)
+        smss = self._smss - self._sack_opt_len() if self._ooo else self._smss
         closed = self._closed
         out = self._out
         stats = self.stats
@@ -1556,6 +1633,7 @@ class TcpConnection:
         self._persist_force = False
         rto_force = self._rto_force
         self._rto_force = False
+        shared: TcpSegment | None = None  # first data segment of this burst: the rest carry its ACK/window/options
         while True:
             nxt = self._snd_nxt
             avail = end - nxt
@@ -1600,7 +1678,24 @@ class TcpConnection:
                 fl |= PSH
                 if closed and st in _SEND_STATES:
                     fl |= FIN
-            out.append(self._make(nxt, fl, payload, now))
+            if shared is None:
+                shared = self._make(nxt, fl, payload, now)
+                out.append(shared)
+            else:
+                # nothing on the receive side changes within one call: _make would compute the same fields again
+                out.append(
+                    _new_segment(
+                        self.local_port,
+                        self.remote_port,
+                        nxt & _M,
+                        shared.ack,
+                        fl,
+                        shared.window,
+                        payload,
+                        shared.options,
+                        0,
+                    )
+                )
             stats.segments_out += 1
             stats.bytes_out += n
             if nxt < self._snd_max:
@@ -1668,7 +1763,8 @@ class TcpConnection:
                     seq = una
                     limit = sk[0][0] if sk[0][0] > una else self._snd_max
         end = self._sbuf_seq + len(self._sbuf)
-        n = min(self._smss, limit - seq, end - seq)
+        cap = self._smss - self._sack_opt_len() if self._ooo else self._smss
+        n = min(cap, limit - seq, end - seq)
         fl = ACK
         if n <= 0:
             if self._fin_sent and seq == end:

@@ -84,6 +84,7 @@ OPT_TIMESTAMP = 8
 
 _make_segment = frozen_builder(TcpSegment)
 _make_options = frozen_builder(TcpOptions)
+_ts_options: dict[tuple[int, int], TcpOptions] = {}  # recent timestamp-only options values, by (TSval, TSecr)
 
 
 def encode_tcp_options(opts: TcpOptions) -> bytes:
@@ -241,7 +242,15 @@ def parse_tcp_at(
     if hlen == TCP_HLEN:
         opts = NO_OPTIONS
     elif hlen == 32 and data[off + 20 : off + 24] == _TS_ONLY_PREFIX:
-        opts = _make_options(None, None, False, (), _TS.unpack_from(data, off + 24))
+        # Timestamps alone (every established-state segment): segments of a burst share their (TSval, TSecr), so
+        # the immutable options value is shared too.
+        ts = _TS.unpack_from(data, off + 24)
+        cached = _ts_options.get(ts)
+        if cached is None:
+            if len(_ts_options) >= 64:
+                _ts_options.clear()
+            cached = _ts_options[ts] = _make_options(None, None, False, (), ts)
+        opts = cached
     else:
         opts = decode_tcp_options(data, off + TCP_HLEN, pstart)
     return _make_segment(sport, dport, seq, ack, flags, window, payload, opts, urg)
