@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,6 +11,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netns_support import IN_CI as IN_CI  # re-exported for the interop tests
+from netns_support import needs, netns_missing
 from tcpchimney.chimney.constants import UploadReason
 from tcpchimney.scenario.wire_world import WireWorld
 from tcpchimney.services import ServiceRegistry, start_services
@@ -21,14 +22,11 @@ from tcpchimney.trace.tshark import WireAnalysis, analyze
 T = TypeVar("T")
 
 SERVICE_PORTS = {"echo": 7, "discard": 9, "sink": 5001, "source": 5002, "http": 8080}
-IN_CI = os.environ.get("CI") == "true"
 
 
 def skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
+    if (missing := netns_missing()) is not None:
+        return missing
     if shutil.which("tshark") is None:
         return "needs tshark (apt-get install tshark)"
     if shutil.which("nft") is None:
@@ -36,11 +34,7 @@ def skip_reason() -> str | None:
     return None
 
 
-# In CI these tests must run: a missing prerequisite is a failure there, not a skip.
-NETNS = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not IN_CI and skip_reason() is not None, reason=f"real wire unavailable: {skip_reason()}"),
-]
+NETNS = needs("real wire", skip_reason())
 
 LINKS = pytest.mark.parametrize("link", ["tap", "veth"])
 

@@ -18,6 +18,7 @@ from tcpchimney.chimney.constants import UploadReason
 from tcpchimney.control import ControlClient, ControlError, ControlServer, StackControl
 from tcpchimney.control.protocol import parse_bool, parse_reason, to_jsonable
 from tcpchimney.services import ServiceRegistry
+from tcpchimney.targets.nic_stats import NicConnectionInfo
 from tcpchimney.tcp.state import TcpState
 
 
@@ -41,18 +42,6 @@ class FakeSock:
         self.connection = FakeConn(f"{key[0]}:{key[1]}>{key[2]}:{key[3]}")
 
 
-@dataclass(frozen=True)
-class Info:
-    handle: Any
-    local_ip: str
-    local_port: int
-    remote_ip: str
-    remote_port: int
-    state: TcpState
-    bytes_in: int
-    bytes_out: int
-
-
 @dataclass
 class NicStats:
     frames_in: int = 3
@@ -70,8 +59,8 @@ class FakeNic:
         self.stats = NicStats()
         self.paused = False
 
-    def connections(self) -> list[Info]:
-        return [Info(s.connection, *s.key, s.state, 100, 200) for s in self.running]
+    def connections(self) -> list[NicConnectionInfo]:
+        return [NicConnectionInfo(s.connection, *s.key, s.state, 100, 200, since=0.0) for s in self.running]
 
     def request_retrieve(self, handle: Any, reason: UploadReason) -> None:
         if reason == UploadReason.TIMEOUT_EXPIRATION:

@@ -67,6 +67,13 @@ def test_terminate_in_state(link: str, state: str, tmp_path: Path) -> None:
                     out += data
                 return bytes(out)
 
+            async def peer_sends_to_eof(seed: int) -> None:
+                """The peer sends N bytes and its FIN; we read them all to EOF, exactly."""
+                sent = await peer.ask(op="send", n=N, seed=seed)
+                await peer.ask(op="shutdown")
+                theirs = await read_all()
+                assert hashlib.sha256(theirs).hexdigest() == sent["sha"]
+
             if state == "ESTABLISHED":
                 writer.write(ours)
                 got = await peer.ask(op="recv", n=N // 2)
@@ -87,10 +94,7 @@ def test_terminate_in_state(link: str, state: str, tmp_path: Path) -> None:
                 await w.block_from_us(False)
                 got = await peer.ask(op="recv")
                 assert (got["received"], got["sha"], got["eof"]) == (N, ours_sha, True)
-                sent = await peer.ask(op="send", n=N, seed=8)
-                await peer.ask(op="shutdown")
-                theirs = await read_all()
-                assert hashlib.sha256(theirs).hexdigest() == sent["sha"]
+                await peer_sends_to_eof(seed=8)
                 await peer.ask(op="close")
             elif state == "FIN_WAIT_2":
                 writer.write(ours)
@@ -100,10 +104,7 @@ def test_terminate_in_state(link: str, state: str, tmp_path: Path) -> None:
                 await _terminate_in(w, sock, TcpState.FIN_WAIT_2)  # ... but keeps its side open
                 got = await peer.ask(op="recv")
                 assert (got["received"], got["eof"]) == (0, True)
-                sent = await peer.ask(op="send", n=N, seed=9)
-                await peer.ask(op="shutdown")
-                theirs = await read_all()
-                assert hashlib.sha256(theirs).hexdigest() == sent["sha"]
+                await peer_sends_to_eof(seed=9)
                 await peer.ask(op="close")
             elif state == "CLOSE_WAIT":
                 sent = await peer.ask(op="send", n=N, seed=10)
@@ -117,10 +118,7 @@ def test_terminate_in_state(link: str, state: str, tmp_path: Path) -> None:
                 assert (got["received"], got["sha"], got["eof"]) == (N, ours_sha, True)
                 await peer.ask(op="close")
             elif state == "LAST_ACK":
-                sent = await peer.ask(op="send", n=N, seed=11)
-                await peer.ask(op="shutdown")
-                theirs = await read_all()
-                assert hashlib.sha256(theirs).hexdigest() == sent["sha"]
+                await peer_sends_to_eof(seed=11)
                 await w.block_from_us(True)
                 writer.write(ours)
                 writer.close()  # after the peer's FIN: LAST_ACK until our data and FIN are acknowledged

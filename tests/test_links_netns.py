@@ -11,24 +11,10 @@ import textwrap
 import pytest
 from pyroute2 import netns as pr_netns
 
+from netns_support import NAMESPACES
 from tcpchimney.links.netns import NamespaceCallError, PeerNamespace, cleanup_stale, list_namespaces
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    return None
-
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(
-        os.environ.get("CI") != "true" and _skip_reason() is not None,
-        reason=f"network namespaces unavailable: {_skip_reason()}",
-    ),
-]
+pytestmark = NAMESPACES
 
 
 def test_namespace_created_and_removed() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pyroute2 import IPRoute
 
+from netns_support import NAMESPACES
 from tcpchimney.links.netns import PeerNamespace, list_namespaces, netlink_call
 from tcpchimney.links.packet import FdLink, VethLink, offload_state
 from tcpchimney.links.tap import TapLink
@@ -32,22 +33,7 @@ from tcpchimney.wire.frame import (
 from tcpchimney.wire.icmp import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpEcho
 from tcpchimney.wire.tcp import ACK, FIN, PSH, SYN, TcpOptions, TcpSegment
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    return None
-
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(
-        os.environ.get("CI") != "true" and _skip_reason() is not None,
-        reason=f"network namespaces unavailable: {_skip_reason()}",
-    ),
-]
+pytestmark = NAMESPACES
 
 WAIT = 5.0  # wall-clock bound on every wait for the kernel
 

@@ -14,6 +14,7 @@ from functools import partial
 
 import pytest
 
+from netns_support import needs
 from tcpchimney.links.netns import list_namespaces
 from tcpchimney.links.ovs import MemberLink, OvsError, OvsPartner, kernel_carrier, ovs_missing
 from tcpchimney.links.packet import random_local_mac
@@ -21,13 +22,7 @@ from tcpchimney.team.lacp import DistributingChanged, LacpAggregator, LacpEvent,
 from tcpchimney.team.lacpdu import decode_lacp_frame, encode_lacp_frame, is_slow_protocols_frame
 from tcpchimney.wire.errors import DecodeError
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(
-        os.environ.get("CI") != "true" and ovs_missing() is not None,
-        reason=f"userspace OVS unavailable: {ovs_missing()}",
-    ),
-]
+pytestmark = needs("userspace OVS", ovs_missing())
 
 TICK = 0.02  # carrier poll and timer granularity of the driver
 

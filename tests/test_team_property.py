@@ -23,7 +23,19 @@ def _member_of(w: TeamWorld, sock: object) -> int | None:
     return entry.member if isinstance(entry, ImEntry) else None
 
 
-def run_scenario(
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(
+    seed=st.integers(0, 2**16),
+    members=st.integers(2, 3),
+    lacp=st.booleans(),
+    conns=st.integers(1, 4),
+    fail_steps=st.integers(0, 400),
+    victim=st.integers(0, 2),
+    kind=st.sampled_from(["link", "admin", "hardware"]),
+    restore_after=st.one_of(st.none(), st.floats(0.0, 0.5)),
+    second=st.booleans(),
+)
+def test_team_failover_property(
     seed: int,
     members: int,
     lacp: bool,
@@ -76,29 +88,3 @@ def run_scenario(
             assert t.mismatched_bytes() == 0
     w.host.chimney.check_quiescent()
     w.team.lower.check_quiescent()
-
-
-@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(
-    seed=st.integers(0, 2**16),
-    members=st.integers(2, 3),
-    lacp=st.booleans(),
-    conns=st.integers(1, 4),
-    fail_steps=st.integers(0, 400),
-    victim=st.integers(0, 2),
-    kind=st.sampled_from(["link", "admin", "hardware"]),
-    restore_after=st.one_of(st.none(), st.floats(0.0, 0.5)),
-    second=st.booleans(),
-)
-def test_team_failover_property(
-    seed: int,
-    members: int,
-    lacp: bool,
-    conns: int,
-    fail_steps: int,
-    victim: int,
-    kind: str,
-    restore_after: float | None,
-    second: bool,
-) -> None:
-    run_scenario(seed, members, lacp, conns, fail_steps, victim, kind, restore_after, second)

@@ -14,8 +14,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from netns_support import needs
 from tcpchimney.cli import ctl, team_cmd
 from tcpchimney.cli.serve import run_serve
 from tcpchimney.config import ServeConfig, with_overrides
@@ -32,13 +31,7 @@ from tcpchimney.scenario.team_wire import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(
-        os.environ.get("CI") != "true" and ovs_missing() is not None,
-        reason=f"userspace OVS unavailable: {ovs_missing()}",
-    ),
-]
+pytestmark = needs("userspace OVS", ovs_missing())
 
 
 def test_team_demo_on_the_real_wire(tmp_path: Path) -> None:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tcpchimney.trace.plot import _owner_spans, _rel, list_connections, load_trace, plot_time_sequence
+from tcpchimney.trace.plot import (
+    _ack_steps,
+    _owner_spans,
+    _rel,
+    busiest_connection,
+    list_connections,
+    load_trace,
+    plot_busiest,
+    plot_time_sequence,
+)
 
 CONN = "10.0.0.1:5000>10.0.0.2:80"
 OTHER = "10.0.0.1:5001>10.0.0.2:80"
@@ -162,3 +171,40 @@ def test_owner_spans_and_relative_sequence() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert _rel(5, 0xFFFFFFF0) == 21
     assert _rel(0xFFFFFFF0, 5) == -21
+
+
+def test_ack_steps_skip_segments_without_the_ack_flag() -> None:
+    # A connection our side accepted: the peer's SYN has ack 0 and no ACK flag; it must not be drawn as an ACK.
+    ins: list[dict[str, object]] = [
+        {"t": 0.0, "kind": "segment", "dir": "in", "seq": 9, "ack": 0, "len": 0, "flags": 0x02},
+        {"t": 0.1, "kind": "segment", "dir": "in", "seq": 10, "ack": 5001, "len": 0, "flags": 0x10},
+        {"t": 0.2, "kind": "segment", "dir": "in", "seq": 10, "ack": 0, "len": 0, "flags": "S"},
+        {"t": 0.3, "kind": "segment", "dir": "in", "seq": 10, "ack": 6001, "len": 0, "flags": "."},
+        {"t": 0.4, "kind": "segment", "dir": "in", "seq": 10, "ack": 7001, "len": 0, "flags": 0x11},
+    ]
+    assert _ack_steps(ins, 5001) == ([0.1, 0.3, 0.4], [0, 1000, 2000])
+
+
+def test_plot_passive_open_with_integer_flags(tmp_path: Path) -> None:
+    # Traces written by the stack record flags as the integer flag byte.
+    events: list[dict[str, object]] = [
+        {"t": 0.0, "kind": "segment", "conn": CONN, "dir": "in", "seq": 9, "ack": 0, "len": 0, "flags": 0x02},
+        {"t": 0.001, "kind": "segment", "conn": CONN, "dir": "out", "seq": 100, "ack": 10, "len": 0, "flags": 0x12},
+        {"t": 0.002, "kind": "segment", "conn": CONN, "dir": "in", "seq": 10, "ack": 101, "len": 0, "flags": 0x10},
+        {"t": 0.003, "kind": "segment", "conn": CONN, "dir": "out", "seq": 101, "ack": 10, "len": 500, "flags": 0x18},
+        {"t": 0.004, "kind": "segment", "conn": CONN, "dir": "in", "seq": 10, "ack": 601, "len": 0, "flags": 0x10},
+    ]
+    out = tmp_path / "passive.png"
+    plot_time_sequence(events, CONN, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_busiest_connection_and_plot_busiest(tmp_path: Path) -> None:
+    events = synthetic_trace()
+    assert busiest_connection(events) == CONN  # OTHER changed owner never and sent no data
+    assert busiest_connection([e for e in events if e.get("conn") != CONN]) is None
+    out = tmp_path / "busy.png"
+    assert plot_busiest(events, str(out), lambda conn: f"busy {conn}") == CONN
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert plot_busiest([], str(tmp_path / "none.png"), str) is None
+    assert not (tmp_path / "none.png").exists()

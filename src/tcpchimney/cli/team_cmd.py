@@ -121,15 +121,9 @@ def _write_trace(events: list[dict[str, Any]], path: Path) -> None:
 
 def plot_team(events: list[dict[str, Any]], path: str, title: str) -> str | None:
     """Time-sequence plot of the connection with the most ownership changes, failover marked; its label or None."""
-    from tcpchimney.scenario.team_wire import busiest_connection
-    from tcpchimney.trace.plot import plot_time_sequence
+    from tcpchimney.trace.plot import plot_busiest
 
-    conn = busiest_connection(events)
-    if conn is None:
-        return None
-    shown = [e for e in events if not (e.get("kind") == "segment" and int(e.get("flags", 0)) & 0x02)]
-    plot_time_sequence(shown, conn, path, title=f"{conn}: team failover ({title})")
-    return conn
+    return plot_busiest(events, path, lambda conn: f"{conn}: team failover ({title})")
 
 
 def demo_ok(result: dict[str, Any]) -> bool:

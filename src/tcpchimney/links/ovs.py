@@ -26,7 +26,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,14 +37,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from tcpchimney.links.netns import PeerNamespace, netlink_call, write_sysctl
-from tcpchimney.links.packet import (
-    ETH_P_ALL,
-    PACKET_IGNORE_OUTGOING,
-    PACKET_OUTGOING,
-    SOL_PACKET,
-    FdLink,
-    disable_offloads,
-)
+from tcpchimney.links.packet import PacketSocketLink, delete_link, disable_offloads, open_packet_socket
 
 OVS_BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl")
 SCHEMA_CANDIDATES = ("/usr/share/openvswitch/vswitch.ovsschema", "/usr/local/share/openvswitch/vswitch.ovsschema")
@@ -86,39 +78,16 @@ class OvsMember:
     team_ifmac: bytes  # the kernel MAC of our end (frames may use any source MAC)
 
 
-class MemberLink(FdLink):
+class MemberLink(PacketSocketLink):
     """AF_PACKET on an existing interface of the caller's namespace (our end of a bond member's veth).
 
     ``set_carrier(False)`` takes our end administratively down, so OVS's end loses carrier; ``poll_carrier()``
     reads the kernel's view (our end loses carrier when OVS's end goes down) and tells the link listener."""
 
     def __init__(self, ifname: str, rcvbuf: int = 1 << 20) -> None:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            sock.bind((ifname, ETH_P_ALL))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
         self._admin_up = True
-        super().__init__(ifname, sock.fileno())
+        super().__init__(ifname, open_packet_socket(ifname, rcvbuf))
         self._carrier = kernel_carrier(ifname)
-
-    def _read_frame(self) -> list[bytes] | None:
-        while True:
-            try:
-                frame, addr = self._sock.recvfrom(65536)
-            except BlockingIOError:
-                return None
-            if addr[2] != PACKET_OUTGOING:
-                return [frame]
-
-    def _write_frame(self, frame: bytes) -> None:
-        self._sock.send(frame)
 
     def set_carrier(self, up: bool) -> None:
         """Administratively bring our end up or down (the OVS end's carrier follows)."""
@@ -137,15 +106,6 @@ class MemberLink(FdLink):
             self._carrier = up
             self._notify(up)
         return up
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
-        self._closed = True
-        self._sock.close()
 
 
 def kernel_carrier(ifname: str) -> bool:
@@ -373,8 +333,7 @@ class OvsPartner:
             with contextlib.suppress(Exception):
                 self.ns.close()  # also kills any child still alive and removes the OVS veth ends
         for ifname in self._team_ifnames:
-            with contextlib.suppress(Exception):
-                _delete_link(ifname)
+            delete_link(ifname)
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -504,25 +463,20 @@ class OvsPartner:
         return link
 
 
-def _delete_link(ifname: str) -> None:
-    def delete() -> None:
-        with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=ifname)
-            if found:
-                ipr.link("del", index=found[0])
-
-    netlink_call(delete)
-
-
 # -- output parsers (OVS 2.x says "slave", 3.x "member") ---------------------------------------------------------
 _HEADER = re.compile(r"^---- (\S+) ----$")
 _LACP_MEMBER = re.compile(r"^(?:member|slave): (\S+): (.*)$")
 _BOND_MEMBER = re.compile(r"^(?:member|slave) (\S+): (\S+)$")
 
 
-def parse_lacp_show(text: str) -> dict[str, Any]:
-    """``{"bond": name, <bond keys>, "members": {ifname: {"status": "current attached", "port_id": "1", ...,
-    "actor": {"sys_id": ..., "state": "activity timeout ..."}, "partner": {...}}}}`` (values are strings)."""
+def _parse_show(
+    text: str,
+    member_line: re.Pattern[str],
+    new_member: Callable[[str], dict[str, Any]],
+    set_member_key: Callable[[dict[str, Any], str, str], None],
+) -> dict[str, Any]:
+    """The shared shape of ``ovs-appctl lacp/show`` and ``bond/show``: a ``---- <bond> ----`` header, ``key: value``
+    lines of the bond, then per member a line matching ``member_line`` (ifname, rest) and its ``key: value`` lines."""
     out: dict[str, Any] = {"members": {}}
     member: dict[str, Any] | None = None
     for raw in text.splitlines():
@@ -532,8 +486,8 @@ def parse_lacp_show(text: str) -> dict[str, Any]:
         if m := _HEADER.match(line):
             out["bond"] = m.group(1)
             continue
-        if m := _LACP_MEMBER.match(line):
-            member = {"status": m.group(2).strip(), "actor": {}, "partner": {}}
+        if m := member_line.match(line):
+            member = new_member(m.group(2))
             out["members"][m.group(1)] = member
             continue
         key, sep, value = line.partition(":")
@@ -542,32 +496,27 @@ def parse_lacp_show(text: str) -> dict[str, Any]:
         key, value = key.strip(), value.strip()
         if member is None:
             out[key] = value
-            continue
-        who, _, rest = key.partition(" ")
-        if who in ("actor", "partner") and rest:
-            member[who][rest] = value
         else:
-            member[key] = value
+            set_member_key(member, key, value)
     return out
+
+
+def _set_lacp_member_key(member: dict[str, Any], key: str, value: str) -> None:
+    who, _, rest = key.partition(" ")
+    if who in ("actor", "partner") and rest:
+        member[who][rest] = value
+    else:
+        member[key] = value
+
+
+def parse_lacp_show(text: str) -> dict[str, Any]:
+    """``{"bond": name, <bond keys>, "members": {ifname: {"status": "current attached", "port_id": "1", ...,
+    "actor": {"sys_id": ..., "state": "activity timeout ..."}, "partner": {...}}}}`` (values are strings)."""
+    return _parse_show(
+        text, _LACP_MEMBER, lambda rest: {"status": rest.strip(), "actor": {}, "partner": {}}, _set_lacp_member_key
+    )
 
 
 def parse_bond_show(text: str) -> dict[str, Any]:
     """``{"bond": name, "bond_mode": ..., "lacp_status": ..., "members": {ifname: {"state": "enabled", ...}}}``."""
-    out: dict[str, Any] = {"members": {}}
-    member: dict[str, Any] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if m := _HEADER.match(line):
-            out["bond"] = m.group(1)
-            continue
-        if m := _BOND_MEMBER.match(line):
-            member = {"state": m.group(2)}
-            out["members"][m.group(1)] = member
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        (member if member is not None else out)[key.strip()] = value.strip()
-    return out
+    return _parse_show(text, _BOND_MEMBER, lambda rest: {"state": rest}, dict.__setitem__)

@@ -154,6 +154,9 @@ class FdLink:
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._fd)
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         os.close(self._fd)
 
     def __repr__(self) -> str:
@@ -190,6 +193,51 @@ def offload_state(ifname: str) -> tuple[int, int]:
         return ethtool_get(sock, ifname, ETHTOOL_GTXCSUM), ethtool_get(sock, ifname, ETHTOOL_GTSO)
 
 
+def namespace_addresses(ns: PeerNamespace, subnet: int | None) -> tuple[int, str, str]:
+    """(subnet, peer_ip, local_ip) of a link into ``ns``: the kernel there is ``10.77.<subnet>.1`` and our stack
+    ``.2``; ``subnet`` None takes the namespace's next free one."""
+    subnet = ns.next_subnet() if subnet is None else subnet
+    return subnet, f"10.77.{subnet}.1", f"10.77.{subnet}.2"
+
+
+def open_packet_socket(ifname: str, rcvbuf: int) -> socket.socket:
+    """A non-blocking AF_PACKET ``SOCK_RAW`` socket bound to ``ifname`` (in the caller's namespace)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)  # Linux >= 4.20; else filtered on read
+        sock.bind((ifname, ETH_P_ALL))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class PacketSocketLink(FdLink):
+    """An ``FdLink`` over an AF_PACKET socket (see ``open_packet_socket``); closing it closes the socket."""
+
+    def __init__(self, name: str, sock: socket.socket) -> None:
+        self._sock = sock
+        super().__init__(name, sock.fileno())
+
+    def _read_frame(self) -> list[bytes] | None:
+        while True:
+            try:
+                frame, addr = self._sock.recvfrom(65536)
+            except BlockingIOError:
+                return None
+            if addr[2] != PACKET_OUTGOING:  # our own transmissions echo back on an ETH_P_ALL socket
+                return [frame]
+
+    def _write_frame(self, frame: bytes) -> None:
+        self._sock.send(frame)
+
+    def _close_fd(self) -> None:
+        self._sock.close()  # not os.close: the socket object owns the fd and would close it again
+
+
 def random_local_mac() -> bytes:
     """A random locally administered unicast MAC."""
     raw = bytearray(secrets.token_bytes(6))
@@ -197,7 +245,7 @@ def random_local_mac() -> bytes:
     return bytes(raw)
 
 
-class VethLink(FdLink):
+class VethLink(PacketSocketLink):
     """A veth pair: the peer end inside ``ns`` at ``10.77.<subnet>.1/prefix_len``, our end read/written through
     AF_PACKET.  Suggested addresses for our stack: ``local_ip`` (``.2``) and ``local_mac`` (random, different from the
     root veth's own MAC so the root kernel treats our traffic as another host's and never routes it).
@@ -217,35 +265,24 @@ class VethLink(FdLink):
     ) -> None:
         self.ns = ns
         self.mtu = mtu
-        subnet = ns.next_subnet() if subnet is None else subnet
+        subnet, self.peer_ip, self.local_ip = namespace_addresses(ns, subnet)
         self.prefix_len = prefix_len
-        self.peer_ip = f"10.77.{subnet}.1"
-        self.local_ip = f"10.77.{subnet}.2"
         self.local_mac = random_local_mac()
         tag = secrets.token_hex(4)
         ifname = name if name is not None else f"tcv{tag}a"
         self.peer_ifname = f"tcv{tag}b" if name is None else f"{name[:13]}p"
         if len(ifname) > 15 or len(self.peer_ifname) > 15:
             raise ValueError("interface names are limited to 15 characters")
-        sock: socket.socket | None = None
         try:
             index, self.peer_mac, self.root_mac = netlink_call(lambda: self._create_pair(ifname))
             while self.local_mac == self.root_mac:
                 self.local_mac = random_local_mac()
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)  # Linux >= 4.20; else filtered on read
-            sock.bind((ifname, ETH_P_ALL))
-            sock.setblocking(False)
+            sock = open_packet_socket(ifname, rcvbuf)
         except BaseException:
-            if sock is not None:
-                sock.close()
-            _delete_link(ifname)
+            delete_link(ifname)
             raise
-        self._sock = sock
         self._index = index
-        super().__init__(ifname, sock.fileno())
+        super().__init__(ifname, sock)
 
     def _create_pair(self, ifname: str) -> tuple[int, bytes, bytes]:
         """Create the pair in our namespace, silence and de-offload it, move the peer end in; (index, macs)."""
@@ -265,18 +302,6 @@ class VethLink(FdLink):
             root_mac = _mac_bytes(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
         return index, peer_mac, root_mac
 
-    def _read_frame(self) -> list[bytes] | None:
-        while True:
-            try:
-                frame, addr = self._sock.recvfrom(65536)
-            except BlockingIOError:
-                return None
-            if addr[2] != PACKET_OUTGOING:  # our own transmissions echo back on an ETH_P_ALL socket
-                return [frame]
-
-    def _write_frame(self, frame: bytes) -> None:
-        self._sock.send(frame)
-
     def set_carrier(self, up: bool) -> None:
         """Administratively take our end down (the peer end loses carrier) or back up; listeners are told."""
         if up == self._carrier or self._closed:
@@ -294,19 +319,17 @@ class VethLink(FdLink):
         """Close the socket and delete the veth pair (both ends).  Idempotent."""
         if self._closed:
             return
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
-        self._closed = True
-        self._sock.close()
-        _delete_link(self.name)
+        super().close()
+        delete_link(self.name)
 
 
 def _mac_bytes(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def _delete_link(ifname: str) -> None:
+def delete_link(ifname: str) -> None:
+    """Delete ``ifname`` (in the caller's namespace) if it exists; errors are ignored (clean-up paths)."""
+
     def delete() -> None:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)

@@ -22,7 +22,7 @@ import struct
 from typing import Literal
 
 from tcpchimney.links.netns import PeerNamespace
-from tcpchimney.links.packet import FdLink, random_local_mac
+from tcpchimney.links.packet import FdLink, namespace_addresses, random_local_mac
 from tcpchimney.wire.checksum import internet_checksum
 
 TUNSETIFF = 0x400454CA
@@ -162,10 +162,8 @@ class TapLink(FdLink):
         self.mtu = mtu
         self.offload = offload
         self.rx_gso = rx_gso
-        subnet = ns.next_subnet() if subnet is None else subnet
+        subnet, self.peer_ip, self.local_ip = namespace_addresses(ns, subnet)
         self.prefix_len = prefix_len
-        self.peer_ip = f"10.77.{subnet}.1"
-        self.local_ip = f"10.77.{subnet}.2"
         self.local_mac = random_local_mac()
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:

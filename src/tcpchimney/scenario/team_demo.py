@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tcpchimney.host.policy import OffloadPolicy
+from tcpchimney.scenario.report import host_counters
 from tcpchimney.scenario.team_world import PEER_IP, TeamWorld, TeamWorldConfig
 from tcpchimney.scenario.workload import TransferSet
 from tcpchimney.sim.link import Impairments
@@ -82,13 +83,7 @@ def run_team_demo(config: TeamDemoConfig) -> tuple[dict[str, Any], TeamWorld]:
         "completed": sum(1 for t in transfers.transfers if t.done),
         "reset": sum(1 for t in transfers.transfers if t.reset),
         **totals,
-        "offloads": stats.get("offloads", 0),
-        "terminations": {
-            "by_reason": dict(stats.get("terminations", {}).get("by_reason", {})),
-            "by_requester": dict(stats.get("terminations", {}).get("by_requester", {})),
-        },
-        "upload_all_cycles": stats.get("upload_alls", 0),
-        "resumes": stats.get("resumes", 0),
+        **host_counters(stats),
         "failovers": len(records),
         "failover": _failover_dict(failover),
         "members": snapshots,

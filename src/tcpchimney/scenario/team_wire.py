@@ -35,6 +35,7 @@ from tcpchimney.host.stack import HostStack
 from tcpchimney.links.base import FrameReceiver, LinkListener
 from tcpchimney.links.ovs import MemberLink, OvsPartner, ovs_missing
 from tcpchimney.links.packet import random_local_mac
+from tcpchimney.scenario.report import Progress, host_counters
 from tcpchimney.targets.softtoe import SoftToe
 from tcpchimney.tcp.engine import TcpConfig
 from tcpchimney.team.lacpdu import is_slow_protocols_frame
@@ -602,7 +603,7 @@ async def run_team_wire_demo(
             ):
                 tracer.watch.add(conn_label(flow.sock))
         total = flows.bytes_total()
-        status = _Status(progress)
+        status = Progress(progress, tty=sys.stdout.isatty())
 
         def show(phase: str) -> None:
             states = team.member_states()
@@ -612,7 +613,8 @@ async def run_team_wire_demo(
             status.show(
                 f"[{phase:<10}] done {sum(f.done for f in flows.flows):>3}/{len(flows.flows)}  "
                 f"echoed {flows.bytes_echoed() * 100 // max(1, total):>3}%  offloaded {team.offloaded_connections():>3}"
-                f"  members {per}"
+                f"  members {per}",
+                time.monotonic(),
             )
 
         async def watch(phase: str, cond: Callable[[], bool], timeout: float) -> None:
@@ -663,27 +665,6 @@ async def run_team_wire_demo(
     return result, events
 
 
-class _Status:
-    def __init__(self, write: Callable[[str], None] | None) -> None:
-        self._write = write
-        self._tty = sys.stdout.isatty()
-        self._last = 0.0
-
-    def show(self, text: str) -> None:
-        if self._write is None:
-            return
-        now = time.monotonic()
-        if self._tty:
-            self._write("\r\x1b[2K" + text)
-        elif now - self._last >= 1.0:
-            self._last = now
-            self._write(text + "\n")
-
-    def done(self) -> None:
-        if self._write is not None and self._tty:
-            self._write("\n")
-
-
 def _demo_result(
     w: TeamWire,
     flows: EchoFlows,
@@ -707,13 +688,7 @@ def _demo_result(
         "reset": sum(1 for f in flows.flows if f.closed not in (None, "closed")),
         **flows.totals(),
         "transfers": [f.summary() for f in flows.flows],
-        "offloads": stats.get("offloads", 0),
-        "terminations": {
-            "by_reason": dict(stats.get("terminations", {}).get("by_reason", {})),
-            "by_requester": dict(stats.get("terminations", {}).get("by_requester", {})),
-        },
-        "upload_all_cycles": stats.get("upload_alls", 0),
-        "resumes": stats.get("resumes", 0),
+        **host_counters(stats),
         "frames_forwarded": stats.get("frames_forwarded", 0),
         "failovers": len(records),
         "failover": rec,
@@ -745,22 +720,20 @@ async def measure_ovs_detection(
             state = o.bond_show()["members"].get(o.members[0].ovs_ifname, {}).get("state")
             return bool(state != "enabled")
 
+        async def trial(kind: str, fail: Callable[[bool], None]) -> None:
+            """Fail member 0 with ``fail(True)``; time OVS disabling it and the team dropping it; restore it."""
+            t0 = time.monotonic()
+            fail(True)
+            team_task = asyncio.create_task(_hit_time(lambda: 0 not in team.active_members(), timeout))
+            out[kind].append(await asyncio.to_thread(_poll_until, lambda: disabled(ovs), timeout, poll) - t0)
+            out["team_" + kind].append(await team_task - t0)
+            fail(False)
+            await w.converge()
+
         for _ in range(carrier_trials):
-            t0 = time.monotonic()
-            w.set_member_link(0, False)
-            team_task = asyncio.create_task(_hit_time(lambda: 0 not in team.active_members(), timeout))
-            out["carrier"].append(await asyncio.to_thread(_poll_until, lambda: disabled(ovs), timeout, poll) - t0)
-            out["team_carrier"].append(await team_task - t0)
-            w.set_member_link(0, True)
-            await w.converge()
+            await trial("carrier", lambda down: w.set_member_link(0, not down))
         for _ in range(lacp_trials):
-            t0 = time.monotonic()
-            w.mute_lacp(0, True)
-            team_task = asyncio.create_task(_hit_time(lambda: 0 not in team.active_members(), timeout))
-            out["lacp"].append(await asyncio.to_thread(_poll_until, lambda: disabled(ovs), timeout, poll) - t0)
-            out["team_lacp"].append(await team_task - t0)
-            w.mute_lacp(0, False)
-            await w.converge()
+            await trial("lacp", lambda mute: w.mute_lacp(0, mute))
         out["violations"] = len(w.violations())
     for key in ("carrier", "lacp", "team_carrier", "team_lacp"):
         values = out[key]
@@ -814,25 +787,6 @@ def failover_phases(events: list[dict[str, Any]]) -> dict[str, float]:
     if last_offload is not None and t_down is not None:
         out["last_reoffload_s"] = last_offload - t_down
     return out
-
-
-def busiest_connection(events: list[dict[str, Any]]) -> str | None:
-    """The connection with the most ownership changes (and some data segments): the most instructive plot."""
-    changes: dict[str, int] = {}
-    segs: dict[str, int] = {}
-    for ev in events:
-        conn = ev.get("conn")
-        if not isinstance(conn, str):
-            continue
-        kind = ev.get("kind")
-        if kind in ("owner", "retrieve", "terminate_done"):
-            changes[conn] = changes.get(conn, 0) + 1
-        elif kind == "segment" and ev.get("dir") == "out" and ev.get("len", 0):
-            segs[conn] = segs.get(conn, 0) + 1
-    candidates = [c for c in changes if segs.get(c, 0) > 10]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (changes[c], segs[c]))
 
 
 def write_json(path: str | Path, obj: Any) -> None:

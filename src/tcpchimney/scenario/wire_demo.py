@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpchimney.chimney.constants import UploadReason
+from tcpchimney.scenario.report import Progress
 from tcpchimney.scenario.wire_world import PeerProcess, WireConfig, WireWorld, fast_policy
 from tcpchimney.services import ServiceRegistry, pseudo_random_sha256, start_services
 from tcpchimney.targets.detectors import DetectorConfig
@@ -52,28 +53,6 @@ class WireDemoConfig:
     out: str = "out"
     capture: bool = True
     seed: int = 0
-
-
-class Progress:
-    """One status line, rewritten in place on a terminal, printed once a second otherwise."""
-
-    def __init__(self, write: Callable[[str], None] | None, tty: bool) -> None:
-        self._write = write
-        self._tty = tty
-        self._last = 0.0
-
-    def show(self, text: str, now: float) -> None:
-        if self._write is None:
-            return
-        if self._tty:
-            self._write("\r\x1b[2K" + text)
-        elif now - self._last >= 1.0:
-            self._last = now
-            self._write(text + "\n")
-
-    def done(self) -> None:
-        if self._write is not None and self._tty:
-            self._write("\n")
 
 
 async def run_wire_demo(
@@ -261,35 +240,10 @@ def _transfers(results: dict[str, Any], n: int, registry: ServiceRegistry) -> li
     return rows
 
 
-def busiest_connection(events: list[dict[str, Any]]) -> str | None:
-    """The connection with the most ownership changes (and some segments): the most instructive plot."""
-    changes: dict[str, int] = {}
-    segs: dict[str, int] = {}
-    for ev in events:
-        conn = ev.get("conn")
-        if not isinstance(conn, str):
-            continue
-        kind = ev.get("kind")
-        if kind in ("owner", "retrieve", "terminate_done"):
-            changes[conn] = changes.get(conn, 0) + 1
-        elif kind == "segment" and ev.get("dir") == "out" and ev.get("len", 0):
-            segs[conn] = segs.get(conn, 0) + 1  # data we sent: the plot's sequence line climbs
-    candidates = [c for c in changes if segs.get(c, 0) > 10]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (changes[c], segs[c]))
-
-
 def plot_demo(events: list[dict[str, Any]], path: str) -> str | None:
-    from tcpchimney.trace.plot import plot_time_sequence
+    from tcpchimney.trace.plot import plot_busiest
 
-    conn = busiest_connection(events)
-    if conn is None:
-        return None
-    # SYNs carry no meaningful ACK (0 in the handshake's first segment): leave them out of the ACK line
-    shown = [e for e in events if not (e.get("kind") == "segment" and int(e.get("flags", 0)) & 0x02)]
-    plot_time_sequence(shown, conn, path, title=f"time-sequence of {conn} (real wire)")
-    return conn
+    return plot_busiest(events, path, lambda conn: f"time-sequence of {conn} (real wire)")
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

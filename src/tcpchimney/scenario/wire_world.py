@@ -63,6 +63,18 @@ def recv_all(s, h):
         h.update(d)
         n += len(d)
 
+def half_close_reply(s):
+    # half-close, read the server's answer to EOF and close; the answer as text
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        reply += d
+    s.close()
+    return reply.decode(errors="replace").strip()
+
 def send_stream(s, n, seed, pause_every=0, pause=0.0):
     h = hashlib.sha256()
     sent = 0
@@ -79,15 +91,8 @@ def do_send(i=0):
     s = connect(A["ip"], A["port"])
     t0 = time.monotonic()
     sent, sha = send_stream(s, A["n"], A.get("seed", 0) + i, A.get("pause_every", 0), A.get("pause", 0.0))
-    s.shutdown(socket.SHUT_WR)
-    reply = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        reply += d
-    s.close()
-    return dict(i=i, sent=sent, sha=sha, reply=reply.decode(errors="replace").strip(), secs=time.monotonic() - t0)
+    reply = half_close_reply(s)
+    return dict(i=i, sent=sent, sha=sha, reply=reply, secs=time.monotonic() - t0)
 
 def do_recv(i=0):
     # from our source: ask for n bytes, read to EOF
@@ -138,32 +143,18 @@ def do_oob(i=0):
     s.send(b"!", socket.MSG_OOB)
     time.sleep(A.get("gap", 0.3))
     s.sendall(data[half:])
-    s.shutdown(socket.SHUT_WR)
-    reply = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        reply += d
-    s.close()
+    reply = half_close_reply(s)
     whole = data[:half] + b"!" + data[half:]
     return dict(i=i, sent=len(whole), sha=hashlib.sha256(whole).hexdigest(),
-                sha_without=hashlib.sha256(data).hexdigest(), reply=reply.decode(errors="replace").strip())
+                sha_without=hashlib.sha256(data).hexdigest(), reply=reply)
 
 def do_idle(i=0):
     # connect, stay silent for a while, then send n bytes to the sink
     s = connect(A["ip"], A["port"])
     time.sleep(A.get("idle", 2.0))
     sent, sha = send_stream(s, A["n"], A.get("seed", 0) + i)
-    s.shutdown(socket.SHUT_WR)
-    reply = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        reply += d
-    s.close()
-    return dict(i=i, sent=sent, sha=sha, reply=reply.decode(errors="replace").strip())
+    reply = half_close_reply(s)
+    return dict(i=i, sent=sent, sha=sha, reply=reply)
 
 def do_many():
     # A["each"] in ("send", "recv", "echo", "idle"): A["count"] concurrent connections, one thread each
@@ -184,15 +175,37 @@ def do_many():
 
 ZERO = bytes(BLOCK)
 
+def send_zeros(s, n):
+    # n bytes of one constant block, no hashing (the benchmarks' load)
+    view = memoryview(ZERO)
+    while n > 0:
+        n -= s.send(view[: min(BLOCK, n)])
+
+def count_all(s):
+    # bytes to EOF, counted only
+    n = 0
+    buf = bytearray(1 << 18)
+    while True:
+        k = s.recv_into(buf)
+        if not k:
+            return n
+        n += k
+
+def read_line(s):
+    # a short request line ("N\n"), read without over-reading what follows
+    line = b""
+    while not line.endswith(b"\n"):
+        d = s.recv(64)
+        if not d:
+            break
+        line += d
+    return line
+
 def do_blast(i=0):
     # benchmark sender: n bytes of one constant block (no hashing), half-close, wait for the server to finish
     s = connect(A["ip"], A["port"])
     t0 = time.perf_counter()
-    left = A["n"]
-    view = memoryview(ZERO)
-    while left > 0:
-        k = s.send(view[: min(BLOCK, left)])
-        left -= k
+    send_zeros(s, A["n"])
     s.shutdown(socket.SHUT_WR)
     while s.recv(65536):
         pass
@@ -205,13 +218,7 @@ def do_drain(i=0):
     s = connect(A["ip"], A["port"])
     t0 = time.perf_counter()
     s.sendall(b"%d\n" % A["n"])
-    got = 0
-    buf = bytearray(1 << 18)
-    while True:
-        k = s.recv_into(buf)
-        if not k:
-            break
-        got += k
+    got = count_all(s)
     secs = time.perf_counter() - t0
     s.close()
     return dict(i=i, received=got, secs=secs)
@@ -242,34 +249,12 @@ def do_serve():
                 n = recv_all(c, h)
                 c.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
             elif mode == "source":
-                line = b""
-                while not line.endswith(b"\n"):
-                    d = c.recv(64)
-                    if not d:
-                        break
-                    line += d
-                for b in chunks(int(line), A.get("seed", 0)):
+                for b in chunks(int(read_line(c)), A.get("seed", 0)):
                     c.sendall(b)
             elif mode == "count":
-                n = 0
-                buf = bytearray(1 << 18)
-                while True:
-                    k = c.recv_into(buf)
-                    if not k:
-                        break
-                    n += k
-                c.sendall(b"%d\n" % n)
+                c.sendall(b"%d\n" % count_all(c))
             elif mode == "zeros":
-                line = b""
-                while not line.endswith(b"\n"):
-                    d = c.recv(64)
-                    if not d:
-                        break
-                    line += d
-                left = int(line)
-                view = memoryview(ZERO)
-                while left > 0:
-                    left -= c.send(view[: min(BLOCK, left)])
+                send_zeros(c, int(read_line(c)))
             elif mode == "echo":
                 while True:
                     d = c.recv(1 << 18)

@@ -15,7 +15,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -184,6 +184,24 @@ async def close_writer(writer: Any) -> None:
         writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def service_session(
+    service: str, writer: Any, registry: ServiceRegistry | None
+) -> AsyncIterator[ConnectionResult | None]:
+    """One connection of a service: yields its registry result (None without a registry); a connection error in
+    the body ends it quietly and is recorded; the writer is always closed and the result finished."""
+    result = registry.start(service, writer) if registry is not None else None
+    error: BaseException | None = None
+    try:
+        yield result
+    except (ConnectionError, OSError) as exc:
+        error = exc
+    finally:
+        await close_writer(writer)
+        if result is not None and registry is not None:
+            registry.finish(result, error)
 
 
 # ---------------------------------------------------------------------------------------------- starting services

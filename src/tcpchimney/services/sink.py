@@ -10,25 +10,25 @@ import contextlib
 import hashlib
 from typing import Any
 
-from tcpchimney.services import ServiceRegistry, close_writer
+from tcpchimney.services import ServiceRegistry, service_session
 
 READ_SIZE = 256 * 1024
 
 
 async def serve_sink(reader: Any, writer: Any, *, registry: ServiceRegistry | None = None) -> None:
-    result = registry.start("sink", writer) if registry is not None else None
-    h = hashlib.sha256()
-    count = 0
-    error: BaseException | None = None
-    try:
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                break
-            h.update(data)
-            count += len(data)
+    async with service_session("sink", writer, registry) as result:
+        h = hashlib.sha256()
+        count = 0
+        try:
+            while data := await reader.read(READ_SIZE):
+                h.update(data)
+                count += len(data)
+                if result is not None:
+                    result.bytes_in = count
+        except (ConnectionError, OSError):
             if result is not None:
-                result.bytes_in = count
+                result.sha256_in = h.hexdigest()  # of what did arrive
+            raise
         digest = h.hexdigest()
         if result is not None:
             result.sha256_in = digest
@@ -38,11 +38,3 @@ async def serve_sink(reader: Any, writer: Any, *, registry: ServiceRegistry | No
             await writer.drain()
             if result is not None:
                 result.bytes_out = len(line)
-    except (ConnectionError, OSError) as exc:
-        error = exc
-        if result is not None:
-            result.sha256_in = h.hexdigest()  # of what did arrive
-    finally:
-        await close_writer(writer)
-        if result is not None and registry is not None:
-            registry.finish(result, error)

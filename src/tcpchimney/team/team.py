@@ -603,22 +603,23 @@ class TeamTarget:
         entry.state = GONE
 
     # ---- TCP I/O (host -> member) ------------------------------------------------------------------------------
-    def _refuse(self, entry: ImEntry) -> bool:
-        return self._uploading and not entry.aborted
+    def _refused(self, entry: ImEntry, complete: str, nbls: list[NetBufferList]) -> bool:
+        """While the team uploads (failover), I/O on a live connection is refused: completed later through the
+        upper layer's ``complete`` method with NDIS_STATUS_UPLOAD_IN_PROGRESS.  True when it was refused."""
+        if self._uploading and not entry.aborted:
+            self._refuse_later(complete, entry, nbls)
+            return True
+        return False
 
     def tcp_send(self, context: Any, nbls: list[NetBufferList]) -> None:
         entry: ImEntry = context
-        if self._refuse(entry):
-            self._refuse_later("tcp_send_complete", entry, nbls)
-            return
-        self.lower.tcp_send(entry.lower, nbls)
+        if not self._refused(entry, "tcp_send_complete", nbls):
+            self.lower.tcp_send(entry.lower, nbls)
 
     def tcp_receive(self, context: Any, nbls: list[NetBufferList]) -> None:
         entry: ImEntry = context
-        if self._refuse(entry):
-            self._refuse_later("tcp_receive_complete", entry, nbls)
-            return
-        self.lower.tcp_receive(entry.lower, nbls)
+        if not self._refused(entry, "tcp_receive_complete", nbls):
+            self.lower.tcp_receive(entry.lower, nbls)
 
     def tcp_receive_return(self, context: Any, nbls: list[NetBufferList]) -> None:
         entry: ImEntry = context
@@ -627,17 +628,13 @@ class TeamTarget:
 
     def tcp_disconnect(self, context: Any, nbl: NetBufferList, flags: int) -> None:
         entry: ImEntry = context
-        if self._refuse(entry):
-            self._refuse_later("tcp_disconnect_complete", entry, [nbl])
-            return
-        self.lower.tcp_disconnect(entry.lower, nbl, flags)
+        if not self._refused(entry, "tcp_disconnect_complete", [nbl]):
+            self.lower.tcp_disconnect(entry.lower, nbl, flags)
 
     def tcp_forward(self, context: Any, nbls: list[NetBufferList]) -> None:
         entry: ImEntry = context
-        if self._refuse(entry):
-            self._refuse_later("tcp_forward_complete", entry, nbls)
-            return
-        self.lower.tcp_forward(entry.lower, nbls)
+        if not self._refused(entry, "tcp_forward_complete", nbls):
+            self.lower.tcp_forward(entry.lower, nbls)
 
     def _refuse_later(self, method: str, entry: ImEntry, nbls: list[NetBufferList]) -> None:
         self.stats.io_refused += len(nbls)

@@ -6,6 +6,7 @@ Uses matplotlib's object API with the Agg canvas directly, so importing this nev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,71 @@ def list_connections(events: list[Event]) -> list[str]:
     return list(seen)
 
 
+def busiest_connection(events: list[Event]) -> str | None:
+    """The connection with the most ownership changes and more than ten data segments sent: the most instructive
+    plot.  None when no connection qualifies."""
+    changes: dict[str, int] = {}
+    segs: dict[str, int] = {}
+    for ev in events:
+        conn = ev.get("conn")
+        if not isinstance(conn, str):
+            continue
+        kind = ev.get("kind")
+        if kind in ("owner", "retrieve", "terminate_done"):
+            changes[conn] = changes.get(conn, 0) + 1
+        elif kind == "segment" and ev.get("dir") == "out" and ev.get("len", 0):
+            segs[conn] = segs.get(conn, 0) + 1  # data we sent: the plot's sequence line climbs
+    candidates = [c for c in changes if segs.get(c, 0) > 10]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (changes[c], segs[c]))
+
+
+def plot_busiest(events: list[Event], out_png: str, title: Callable[[str], str]) -> str | None:
+    """``plot_time_sequence`` of ``busiest_connection(events)`` titled ``title(conn)``; the connection, or None (and
+    no file) when none qualifies."""
+    conn = busiest_connection(events)
+    if conn is None:
+        return None
+    plot_time_sequence(events, conn, out_png, title=title(conn))
+    return conn
+
+
 def _rel(value: int, base: int) -> int:
     """Signed 32-bit sequence-space distance from ``base`` (survives wrap-around)."""
     return ((value - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+_FLAG_LETTERS = {0x01: "F", 0x02: "S", 0x10: "A"}
+
+
+def _has_flag(e: Event, bit: int) -> bool:
+    """Whether segment event ``e`` carries TCP flag ``bit`` (FIN 0x01, SYN 0x02 or ACK 0x10).
+
+    Traces record ``flags`` as the integer flag byte; hand-written ones may use tcpdump letters ("S.", "F", "." for
+    ACK).  A segment without a ``flags`` field counts as carrying only ACK.
+    """
+    flags = e.get("flags")
+    if isinstance(flags, int):
+        return bool(flags & bit)
+    if isinstance(flags, str):
+        return _FLAG_LETTERS[bit] in flags or (bit == 0x10 and "." in flags)
+    return bit == 0x10
+
+
+def _ack_steps(ins: list[Event], base: int) -> tuple[list[float], list[int]]:
+    """(times, ACK values relative to ``base``) of the received segments that acknowledge something.
+
+    A segment without the ACK flag (the peer's SYN on a connection our side accepted) carries no acknowledgement,
+    whatever its ack field holds, so it is skipped rather than drawn as a drop to a far-off value.
+    """
+    ack_t: list[float] = []
+    ack_v: list[int] = []
+    for e in ins:
+        if "ack" in e and _has_flag(e, 0x10):
+            ack_t.append(e["t"])
+            ack_v.append(_rel(int(e["ack"]), base))
+    return ack_t, ack_v
 
 
 def _owner_spans(conn_events: list[Event], t0: float, t1: float) -> list[tuple[float, float, str]]:
@@ -103,7 +166,7 @@ def plot_time_sequence(events: list[Event], conn: str, out_png: str, title: str 
     ins = [e for e in segments if e.get("dir") == "in"]
     base: int | None = outs[0]["seq"] if outs else None
     if base is None:
-        acked = [e["ack"] for e in ins if "ack" in e]
+        acked = [e["ack"] for e in ins if "ack" in e and _has_flag(e, 0x10)]
         base = acked[0] if acked else 0
 
     fig = Figure(figsize=(11, 6))
@@ -132,8 +195,7 @@ def plot_time_sequence(events: list[Event], conn: str, out_png: str, title: str 
     re_hi: list[int] = []
     highest: int | None = None
     for e in outs:
-        flags = str(e.get("flags", ""))
-        seg_len = int(e.get("len", 0)) + ("S" in flags) + ("F" in flags)
+        seg_len = int(e.get("len", 0)) + _has_flag(e, 0x02) + _has_flag(e, 0x01)
         if seg_len <= 0:
             continue  # pure ACKs occupy no sequence space
         lo = _rel(int(e["seq"]), base)
@@ -156,14 +218,7 @@ def plot_time_sequence(events: list[Event], conn: str, out_png: str, title: str 
         legend.append(Line2D([], [], color="tab:red", label="retransmitted"))
 
     # Received cumulative ACKs as a step line.
-    ack_t: list[float] = []
-    ack_v: list[int] = []
-    for e in ins:
-        in_flags = e.get("flags")
-        if "ack" not in e or (isinstance(in_flags, str) and "." not in in_flags and "A" not in in_flags):
-            continue
-        ack_t.append(e["t"])
-        ack_v.append(_rel(int(e["ack"]), base))
+    ack_t, ack_v = _ack_steps(ins, base)
     if ack_t:
         ax.step(ack_t, ack_v, where="post", color="tab:green", linewidth=1)
         legend.append(Line2D([], [], color="tab:green", label="ACK received"))
