@@ -43,6 +43,19 @@ Implementation notes (what the NDIS struct does not spell out; both sides of a h
   * SYN_SENT exports the options we offered in TcpConst (nothing is negotiated yet); the new owner re-offers them.
   * RTT samples use Karn's rule (one timed segment, never a retransmitted one); TSecr is not used for RTT because a
     peer's TS.Recent goes stale while it holds a hole (RFC 7323 4.3) and its echoes would inflate the RTO.
+  * Loss recovery: with SACK information the sender keeps a scoreboard and recovers per RFC 6675 (IsLost, pipe,
+    NextSeg rules 1-4 with one rescue retransmission, cwnd = ssthresh, no inflation); it enters recovery on 3 dup
+    ACKs or as soon as IsLost(SND.UNA) holds, and early (RFC 5827) when a flight of at most 4 segments has only its
+    first segment unSACKed.  A retransmission is deemed lost again when more than 2 SMSS of data sent after it are
+    SACKed.  Without SACK information it is RFC 6582 NewReno.  A tail loss probe (RFC 8985 7, the last segment
+    again after 2 * SRTT) turns most tail losses into SACK recovery instead of an RTO.  After an RTO the scoreboard
+    is kept and go-back-N skips SACKed data; a peer that reneges (ACKs up to a SACKed block, e.g. after its own
+    hand-over dropped out-of-order data) is detected and the scoreboard dropped.  An RTO whose first new ACK echoes
+    a TSval from before it was spurious (Eifel, RFC 3522/4015): cwnd and ssthresh are restored.
+  * None of that is hand-over state: the scoreboard, probe and undo information are dropped (the new owner starts
+    with an empty scoreboard).  A connection in fast recovery exports DupAckCount >= 3, and a new owner that imports
+    DupAckCount >= 3 retransmits SND.UNA at once (the exporter may have triggered that retransmission without
+    sending it; at worst the segment goes twice) instead of waiting for an RTO.
 """
 
 from __future__ import annotations
@@ -169,6 +182,7 @@ class TcpStats:
     retransmitted_segments: int = 0
     timeouts: int = 0
     fast_retransmits: int = 0
+    spurious_timeouts: int = 0  # RTOs undone because the ACK echoed a timestamp from before them (RFC 3522)
     out_of_order_segments: int = 0
     duplicate_segments: int = 0
     challenge_acks: int = 0
@@ -345,7 +359,16 @@ class TcpConnection:
         self._rexmit_una = False  # a fast retransmit of SND.UNA is due
         # SACK scoreboard: sorted [start, end) above SND.UNA; shared empty list until _update_scoreboard adds one
         self._sacked: list[list[int]] = _NO_SACKED
-        self._sack_rexmit_hi = 0  # holes below this were already retransmitted in this recovery
+        self._sack_rexmit_hi = 0  # HighRxt (RFC 6675): holes below this were already retransmitted in this recovery
+        self._sack_rec = False  # this recovery is RFC 6675 (pipe / NextSeg) rather than NewReno
+        self._rescue_done = False  # RFC 6675 rescue retransmission already sent in this recovery
+        # retransmissions of this SACK recovery as [start, end, SND.MAX when sent]; shared empty list until needed
+        self._rxt_log: list[list[int]] = _NO_SACKED
+        # tail loss probe (RFC 8985 7): not handed over (the new owner starts without one, which is allowed)
+        self._tlp_at: float | None = None
+        self._tlp_out = False  # a probe is out; no other until SND.UNA advances
+        # Eifel detection (RFC 3522/4015): (cwnd, ssthresh, our TSval) when the first RTO of an episode fired
+        self._rto_undo: tuple[int, int, int] | None = None
         # persist / keepalive / time-wait
         self._persist_at: float | None = None
         self._persist_count = 0
@@ -517,6 +540,9 @@ class TcpConnection:
         if self._dupacks >= 3:
             self._in_recovery = True
             self._recover = self._snd_max
+            # the exporter may have triggered the fast retransmit without sending it yet: send it (again) now
+            # rather than only after the next RTO; at worst one duplicate of an unacknowledged segment
+            self._rexmit_una = self._snd_max > una and st in _SEND_STATES
         # receive sequence space
         self._rcv_nxt = d.rcv_nxt & _M
         self._irs = self._rcv_nxt - 1
@@ -645,7 +671,7 @@ class TcpConnection:
             _ticks(now - self._ts_recent_time),
             self._ts_now(now),
             total_rt,
-            min(self._dupacks, 255),
+            min(self._dupacks, 255) if not self._in_recovery else max(min(self._dupacks, 255), 3),
             min(self._persist_count, 255),
             ka,
             rt,
@@ -728,6 +754,9 @@ class TcpConnection:
         x = self._tw_at
         if x is not None and (t is None or x < t):
             t = x
+        x = self._tlp_at
+        if x is not None and (t is None or x < t):
+            t = x
         return t
 
     def pop_events(self) -> list[TcpEvent]:
@@ -781,6 +810,18 @@ class TcpConnection:
     @property
     def cwnd(self) -> int:
         return self._cwnd
+
+    @property
+    def pipe(self) -> int:
+        """Bytes estimated in flight: RFC 6675 pipe during SACK recovery, else SND.MAX - SND.UNA."""
+        if not self._sack_rec:
+            return self._snd_max - self._snd_una
+        return self._pipe(self._lost_edge())
+
+    @property
+    def in_recovery(self) -> bool:
+        """Fast recovery (RFC 6675 with SACK information, RFC 6582 without) is running."""
+        return self._in_recovery
 
     @property
     def snd_wnd(self) -> int:
@@ -1228,6 +1269,8 @@ class TcpConnection:
                 if self._snd_wnd == 0 and new_wnd > 0:
                     self._persist_at = None
                     self._persist_count = 0
+                elif new_wnd == 0:
+                    self._tlp_at = None  # no probe into a closed window; the RTO (or persist timer) takes over
                 self._snd_wnd = new_wnd
                 if new_wnd > self._max_snd_wnd:
                     self._max_snd_wnd = new_wnd
@@ -1239,6 +1282,29 @@ class TcpConnection:
             self._new_ack(ack, ts, now)
         elif ack == una and plen == 0 and not flags & (SYN | FIN) and not wnd_changed and self._snd_max > una:
             self._dup_ack()
+        sk = self._sacked
+        if sk:
+            if sk[0][0] <= self._snd_una:
+                # the peer reneged (it ACKed up to a block it had SACKed, e.g. after a hand-over dropped its
+                # out-of-order data): forget the scoreboard and finish this recovery NewReno style
+                sk.clear()
+                if self._sack_rec:
+                    self._sack_rec = False
+                    self._rexmit_una = True
+            elif (
+                not self._in_recovery
+                and self._snd_una >= self._recover
+                and self._snd_nxt == self._snd_max
+                and (
+                    self._lost_edge() > self._snd_una
+                    # RFC 5827 early retransmit: a small flight whose only unSACKed segment is the first one
+                    or (
+                        self._snd_max - self._snd_una <= 4 * self._smss + 1
+                        and self._unsacked(self._snd_una, self._snd_max) <= self._smss + 1
+                    )
+                )
+            ):
+                self._enter_recovery()  # RFC 6675 5 (1): IsLost(SND.UNA) starts recovery before 3 dup ACKs
 
     def _new_ack(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
         una = self._snd_una
@@ -1259,6 +1325,17 @@ class TcpConnection:
         if self._rtt_seq is not None and ack >= self._rtt_seq:
             self._rtt_sample(now - self._rtt_time)
             self._rtt_seq = None
+        if self._rexmit_count:
+            undo = self._rto_undo
+            self._rto_undo = None
+            if undo is not None and ts is not None and ((ts[1] - undo[2]) & _M) >= 0x80000000:
+                # Eifel: this ACK echoes a TSval from before the RTO, so the original segment arrived and the
+                # timeout was spurious: restore the window and send new data instead of going back N (RFC 4015)
+                self._cwnd, self._ssthresh = undo[0], undo[1]
+                if self._snd_nxt < self._snd_max:
+                    self._snd_nxt = self._snd_max
+                self._rto_force = False
+                self.stats.spurious_timeouts += 1
         self._rexmit_count = 0
         self._rexmit_start = None
         self._total_rt_base = 0.0
@@ -1269,15 +1346,21 @@ class TcpConnection:
                 flight = self._snd_max - ack
                 self._cwnd = min(self._ssthresh, max(flight, 0) + smss)
                 self._in_recovery = False
-                self._sacked.clear()
+                self._sack_rec = False
+                self._rxt_log = _NO_SACKED
+            elif self._sack_rec:
+                pass  # RFC 6675: no window deflation; the pipe estimate decides what goes out next
             else:
                 self._rexmit_una = True  # partial ACK: retransmit the next hole
                 c = self._cwnd - acked + smss
                 self._cwnd = c if c > smss else smss
         elif self._cwnd < self._ssthresh:
-            self._cwnd += acked if acked < smss else smss
+            # RFC 3465 byte counting (L = 2): a delayed ACK covering two segments grows cwnd by two
+            self._cwnd += acked if acked < 2 * smss else 2 * smss
         else:
-            self._cwnd += max(1, smss * smss // self._cwnd)
+            # congestion avoidance by bytes acknowledged (RFC 5681 3.1 / RFC 3465): one SMSS per cwnd of ACKed
+            # data, so a peer's delayed ACKs do not halve the growth
+            self._cwnd += max(1, smss * acked // self._cwnd)
         self._dupacks = 0
         self._limited_transmit = 0
         if self._sacked:
@@ -1287,10 +1370,13 @@ class TcpConnection:
             if sk and sk[0][0] < ack:
                 sk[0][0] = ack
         # timers
+        self._tlp_out = False
         if ack >= self._snd_max:
-            self._rto_at = None
-        elif not self._in_recovery or self._rexmit_una:
+            self._rto_at = self._tlp_at = None
+        elif not self._in_recovery or self._rexmit_una or self._sack_rec:
             self._rto_at = now + self._current_rto()
+            if self._sack_ok:
+                self._arm_tlp(now)
         if n > 0:
             self._events.append(_new_send_acked(n, ack & _M))
         # our FIN acknowledged?
@@ -1310,21 +1396,74 @@ class TcpConnection:
             self._limited_transmit = self._dupacks * smss  # RFC 3042: one new segment per early dup ACK
             return
         if self._in_recovery:
-            if self._dupacks > 3:
+            if self._dupacks > 3 and not self._sack_rec:
                 self._cwnd += smss
                 if self._sacked:
                     self._rexmit_una = True  # SACK-aware: fill the next hole each dup ACK
             return
-        if self._dupacks == 3 and self._snd_una >= self._recover:
-            flight = self._snd_max - self._snd_una
-            self._ssthresh = max(flight // 2, 2 * smss)
-            self._recover = self._snd_max
-            self._in_recovery = True
-            self._sack_rexmit_hi = self._snd_una
+        if self._dupacks == 3 and self._snd_una >= self._recover and self._snd_nxt == self._snd_max:
+            self._enter_recovery()
+
+    def _enter_recovery(self) -> None:
+        """Fast retransmit / fast recovery: RFC 6675 (pipe) with a SACK scoreboard, RFC 6582 NewReno without."""
+        smss = self._smss
+        una = self._snd_una
+        self._ssthresh = max((self._snd_max - una) // 2, 2 * smss)
+        self._recover = self._snd_max
+        self._in_recovery = True
+        self._sack_rexmit_hi = una
+        self._limited_transmit = 0
+        self._rexmit_una = True
+        self.stats.fast_retransmits += 1
+        self._tlp_at = None
+        if self._sack_ok and self._sacked:
+            self._sack_rec = True
+            self._rescue_done = False
+            self._rxt_log = _NO_SACKED
+            self._cwnd = self._ssthresh
+        else:
+            self._sack_rec = False
             self._cwnd = self._ssthresh + 3 * smss
-            self._limited_transmit = 0
-            self._rexmit_una = True
-            self.stats.fast_retransmits += 1
+
+    def _lost_edge(self) -> int:
+        """The sequence number below which every unSACKed byte counts as lost (RFC 6675 IsLost: more than
+        2 * SMSS bytes, or 3 discontiguous blocks, SACKed above it); SND.UNA when nothing is."""
+        sk = self._sacked
+        una = self._snd_una
+        if len(sk) >= 3:
+            edge = sk[-3][0]  # 3 discontiguous SACKed blocks above: DupThresh
+        else:
+            edge = una
+        need = 2 * self._smss + 1
+        for s, e in reversed(sk):
+            if e - s >= need:
+                x = e - need  # [x, top) holds exactly `need` SACKed bytes (no hole lies in [s, x))
+                return x if x > edge else edge
+            need -= e - s
+        return edge
+
+    def _pipe(self, edge: int) -> int:
+        """RFC 6675 pipe: unSACKed bytes not deemed lost, plus retransmitted ones (a retransmitted byte that is not
+        deemed lost counts twice)."""
+        una = self._snd_una
+        hi = self._sack_rexmit_hi
+        pipe = self._unsacked(edge if edge > una else una, self._snd_max)
+        if hi > una:
+            pipe += self._unsacked(una, hi)
+        return pipe
+
+    def _unsacked(self, a: int, b: int) -> int:
+        """Bytes in [a, b) not covered by the scoreboard."""
+        if b <= a:
+            return 0
+        n = b - a
+        for s, e in self._sacked:
+            if e <= a:
+                continue
+            if s >= b:
+                break
+            n -= (e if e < b else b) - (s if s > a else a)
+        return n
 
     def _update_scoreboard(self, blocks: tuple[tuple[int, int], ...], ack: int) -> None:
         una = self._snd_una
@@ -1332,6 +1471,8 @@ class TcpConnection:
         sk = self._sacked
         if sk is _NO_SACKED:
             sk = self._sacked = []
+        if ack < una:
+            ack = una  # an old (reordered) ACK: its blocks below SND.UNA say nothing new
         for left, right in blocks:
             s = una + _signed(left - una)
             e = una + _signed(right - una)
@@ -1495,9 +1636,13 @@ class TcpConnection:
             self._delack_at = None
             self._ack_now = True
         if self._rto_at is not None and now >= self._rto_at:
+            self._tlp_at = None
             self._on_rto(now)
             if self.state == _CLOSED:
                 return
+        if self._tlp_at is not None and now >= self._tlp_at:
+            self._tlp_at = None
+            self._on_tlp(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._on_persist(now)
         if self._ka_at is not None and now >= self._ka_at:
@@ -1526,15 +1671,19 @@ class TcpConnection:
             self._rexmit_start = now
         smss = self._smss
         if self._rexmit_count == 0 and self.state not in _SYN_STATES:
+            self._rto_undo = (self._cwnd, self._ssthresh, self._ts_now(now)) if self._ts_ok else None
             flight = self._snd_max - self._snd_una
             self._ssthresh = max(flight // 2, 2 * smss)
         self._rexmit_count += 1
         self._cwnd = smss
         self._in_recovery = False
+        self._sack_rec = False
+        self._rxt_log = _NO_SACKED
         self._recover = self._snd_max
         self._dupacks = 0
         self._limited_transmit = 0
-        self._sacked.clear()  # RFC 2018: forget SACK information after an RTO
+        # the scoreboard is kept: go-back-N skips SACKed data; SND.UNA itself always goes again, and a peer that
+        # reneged is noticed when it ACKs up to a SACKed block (_input_ack clears the scoreboard then)
         self._rtt_seq = None
         self._rexmit_una = False
         self._rto_force = True
@@ -1543,6 +1692,39 @@ class TcpConnection:
             self._syn_needed = True
         self._events.append(TcpRetransmitted(True))
         self._rto_at = now + self._current_rto()
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 7.2: a probe 2 * SRTT after the last new data or ACK, when it comes before the RTO.  Without it a
+        lost tail (or its lost ACKs) costs an RTO; with it the probe's SACK starts ordinary recovery.  Not used with
+        one segment in flight (the peer may hold a delayed ACK for it) nor without SACK."""
+        srtt = self._srtt
+        rto_at = self._rto_at
+        if (
+            srtt is None
+            or rto_at is None
+            or not self._sack_ok
+            or self._in_recovery
+            or self._tlp_out
+            or self._rexmit_count
+            or self._snd_wnd == 0
+            or self._snd_max - self._snd_una <= self._smss + 1
+        ):
+            self._tlp_at = None
+            return
+        at = now + (2 * srtt if srtt > 0.005 else 0.01)
+        self._tlp_at = at if at < rto_at else None
+
+    def _on_tlp(self, now: float) -> None:
+        """Send the probe: the last segment again (RFC 8985 7.3 allows it; it needs no window)."""
+        if self._in_recovery or self._snd_max <= self._snd_una or self.state not in _SEND_STATES:
+            return
+        end = self._sbuf_seq + len(self._sbuf)
+        top = self._snd_max if self._snd_max < end else end
+        smss = self._smss - self._sack_opt_len() if self._ooo else self._smss
+        start = max(top - smss, self._snd_una, self._sbuf_seq)
+        if self._retransmit(start, top - start, now):
+            self._tlp_out = True
+            self._rto_at = now + self._current_rto()
 
     def _on_persist(self, now: float) -> None:
         self._persist_at = None
@@ -1597,7 +1779,11 @@ class TcpConnection:
             return
         nxt = self._snd_nxt
         end = self._sbuf_seq + len(self._sbuf)
-        if not self._rexmit_una and (nxt > end or (nxt == end and not (self._closed and st in _SEND_STATES))):
+        if (
+            not self._rexmit_una
+            and not self._sack_rec
+            and (nxt > end or (nxt == end and not (self._closed and st in _SEND_STATES)))
+        ):
             # Nothing to (re)send, no FIN due: what the loop below would conclude, without running it (the
             # receiving side of a bulk transfer comes here once per segment).
             self._persist_force = False
@@ -1618,7 +1804,10 @@ class TcpConnection:
                 self._persist_at = None
             return
         sent = False
-        if self._rexmit_una:
+        budget = -1  # >= 0: RFC 6675 recovery, what cwnd - pipe still allows of new data
+        if self._sack_rec:
+            budget, sent = self._sack_recovery_send(now)
+        elif self._rexmit_una:
             self._rexmit_una = False
             sent = self._fast_retransmit(now)
         sbuf_seq = self._sbuf_seq
@@ -1634,8 +1823,19 @@ class TcpConnection:
         rto_force = self._rto_force
         self._rto_force = False
         shared: TcpSegment | None = None  # first data segment of this burst: the rest carry its ACK/window/options
+        sacked = self._sacked
         while True:
             nxt = self._snd_nxt
+            limit = 0
+            if sacked and nxt < self._snd_max and nxt > self._snd_una:
+                # go-back-N after an RTO: skip what the peer SACKed (it still holds it; reneging is detected)
+                for bs, be in sacked:
+                    if nxt < bs:
+                        limit = bs
+                        break
+                    if nxt < be:
+                        nxt = be
+                self._snd_nxt = nxt
             avail = end - nxt
             if avail <= 0:
                 if closed and nxt == end and st in _SEND_STATES:
@@ -1651,9 +1851,18 @@ class TcpConnection:
             cwnd = self._cwnd + self._limited_transmit
             wnd = self._snd_wnd if self._snd_wnd < cwnd else cwnd
             usable = self._snd_una + wnd - nxt
+            if budget >= 0:
+                # RFC 6675 recovery: cwnd - pipe (not cwnd - flight) limits new data, and only whole segments
+                if budget < smss:
+                    break
+                usable = self._snd_una + self._snd_wnd - nxt
+                if usable > budget:
+                    usable = budget
             n = smss
             if avail < n:
                 n = avail
+            if limit and n > limit - nxt:
+                n = limit - nxt
             if usable < n:
                 if usable <= 0:
                     if force and self._snd_wnd > 0 and nxt == self._snd_una:
@@ -1707,7 +1916,11 @@ class TcpConnection:
                 break
             self._after_send(nxt, seg_end, now)
             sent = True
+            if budget > 0:
+                budget -= n
         if sent:
+            if self._tlp_at is None and self._sack_ok and not self._in_recovery:
+                self._arm_tlp(now)  # (an ACK that advanced SND.UNA has just re-armed it otherwise)
             self._ack_now = False
             self._delack_at = None
             self._unacked_bytes = 0
@@ -1738,6 +1951,105 @@ class TcpConnection:
         if self._rto_at is None:
             self._rto_at = now + self._current_rto()
         self._persist_at = None
+
+    def _sack_recovery_send(self, now: float) -> tuple[int, bool]:
+        """RFC 6675 NextSeg while cwnd - pipe >= SMSS: lost holes (rule 1) first; then, if no new data can go
+        (rule 2 is the caller's loop), other unSACKed holes (rule 3) and one rescue retransmission (rule 4).
+        Returns (what cwnd - pipe leaves for new data, whether anything was sent)."""
+        una = self._snd_una
+        top = self._snd_max
+        sk = self._sacked
+        smss = self._smss - self._sack_opt_len() if self._ooo else self._smss
+        edge = self._lost_edge()
+        log = self._rxt_log
+        if log:
+            # a retransmission is lost again when enough data sent after it was SACKed (its hole is still open)
+            keep = []
+            for r in log:
+                if r[1] <= una:
+                    continue
+                if r[2] <= edge and self._unsacked(r[0], r[1]):
+                    if r[0] < self._sack_rexmit_hi:
+                        self._sack_rexmit_hi = r[0] if r[0] > una else una
+                    continue
+                keep.append(r)
+            self._rxt_log = log = keep
+        hi = self._sack_rexmit_hi
+        if hi < una:
+            hi = self._sack_rexmit_hi = una
+        budget = self._cwnd - self._pipe(edge)
+        forced = self._rexmit_una  # the retransmission that enters recovery goes out whatever pipe says
+        self._rexmit_una = False
+        sent = False
+        high_ack = sk[-1][1] if sk else una
+        end = self._sbuf_seq + len(self._sbuf)
+        new_data = self._snd_nxt < end and una + self._snd_wnd > self._snd_nxt
+        seq = hi if hi > una else una
+        for rule3 in (False, True):
+            if rule3 and (new_data or seq >= high_ack):
+                break
+            while seq < high_ack and (forced or budget >= smss):
+                # next hole at or above seq
+                hole_end = high_ack
+                for s, e in sk:
+                    if seq < s:
+                        hole_end = s
+                        break
+                    if seq < e:
+                        seq = e
+                if seq >= high_ack:
+                    break
+                if not rule3 and seq >= edge and not forced:
+                    break
+                n = min(smss, hole_end - seq)
+                if not self._retransmit(seq, n, now):
+                    break
+                forced = False
+                sent = True
+                budget -= n
+                if seq >= edge:
+                    budget -= n  # a retransmitted non-lost segment counts twice in pipe
+                seq += n
+                self._sack_rexmit_hi = seq
+        if not new_data and not self._rescue_done and (forced or budget >= smss) and top > high_ack:
+            # rule 4: one rescue retransmission of the highest unSACKed data (tail loss) per recovery
+            data_end = end if end < top else top
+            start = max(data_end - smss, high_ack, una)
+            if start < data_end or (self._fin_sent and top == end + 1):
+                self._rescue_done = True
+                if self._retransmit(start, data_end - start, now):
+                    sent = True
+                    budget -= data_end - start
+        return (budget if budget > 0 else 0), sent
+
+    def _retransmit(self, seq: int, n: int, now: float) -> bool:
+        """Send [seq, seq + n) of the send stream again (with our FIN if it ends there and was sent)."""
+        end = self._sbuf_seq + len(self._sbuf)
+        if seq + n > end:
+            n = end - seq
+        fl = ACK
+        if self._fin_sent and seq + n == end:
+            fl |= FIN
+        if n <= 0 and not fl & FIN:
+            return False
+        off = seq - self._sbuf_seq
+        payload = bytes(self._sbuf[off : off + n]) if n > 0 else b""
+        self._out.append(self._make(seq, fl, payload, now))
+        st = self.stats
+        st.segments_out += 1
+        st.bytes_out += n
+        st.retransmitted_segments += 1
+        if self._sack_rec:
+            log = self._rxt_log
+            if log is _NO_SACKED:
+                log = self._rxt_log = []
+            log.append([seq, seq + n, self._snd_max])
+        if self._rtt_seq is not None and seq < self._rtt_seq:
+            self._rtt_seq = None  # Karn
+        if self._rto_at is None:
+            self._rto_at = now + self._current_rto()
+        self._events.append(TcpRetransmitted(False))
+        return True
 
     def _fast_retransmit(self, now: float) -> bool:
         """Retransmit one segment: the first hole (SACK scoreboard) or SND.UNA (NewReno)."""
