@@ -113,6 +113,8 @@ _EVENT_TYPES = frozenset(int(e) for e in TcpEventType)
 _REASONS = frozenset(int(r) for r in UploadReason)
 _GRAVEYARD = 4096  # terminated handles remembered for late tcp_receive_return calls (BufferedData NBLs)
 _MAX_TIMER = 0x7FFFFFFF  # a running timer's TimeoutDelta must look like a tick count, not a negative/garbage value
+# What a connection that never posted a send looks up (records create their containers on first use); never mutated.
+_NO_SENDS: OrderedDict[int, tuple[int, int, NetBufferList]] = OrderedDict()
 
 
 class _Skip(Exception):
@@ -150,7 +152,8 @@ class Chimney:
         self._next_target_id = 1
         self._objs: dict[Any, ObjectRecord] = {}
         self._ops: dict[int, Operation] = {}  # id(root block) -> operation in flight
-        self._graveyard: OrderedDict[Any, tuple[TargetEntry, Any]] = OrderedDict()
+        # the terminated record itself (its target and context no longer change): no new tuple per terminate
+        self._graveyard: OrderedDict[Any, ObjectRecord] = OrderedDict()
         self.violations: list[ContractViolation] = []
         self.stats: dict[str, Any] = {
             "initiates": 0,
@@ -376,14 +379,14 @@ class Chimney:
             entry.by_context.pop(id(obj.context), None)
         if obj.parent is not None:
             parent = self._objs.get(obj.parent)
-            if parent is not None:
+            if parent is not None and parent.children is not None:
                 parent.children.discard(obj.handle)
         if entry.upload_all_pending is not None:
             entry.upload_all_pending.discard(obj.handle)
         if obj.layer == Layer.TCP and obj.state == TERMINATING:
             graveyard = self._graveyard
             graveyard.pop(obj.handle, None)
-            graveyard[obj.handle] = (entry, obj.context)
+            graveyard[obj.handle] = obj
             if len(graveyard) > _GRAVEYARD:
                 graveyard.popitem(last=False)
 
@@ -488,6 +491,8 @@ class Chimney:
             # Registered as a dependent at once, so a parent terminate during this initiate is caught too.
             parent_obj = self._objs.get(parent_handle) if parent_handle is not None else None
             if parent_obj is not None:
+                if parent_obj.children is None:
+                    parent_obj.children = set()
                 parent_obj.children.add(obj.handle)
         return Operation("initiate", entry, tree, snaps, self._scheduler.now())
 
@@ -512,7 +517,7 @@ class Chimney:
                 busy = obj.ops_in_flight()
                 if busy:
                     self._fail(Rule.TERMINATE_ORDER, f"terminate while {'/'.join(busy)} in flight", HOST, obj.handle)
-            for child in obj.children:
+            for child in obj.children or ():
                 dep = self._objs.get(child)
                 if child not in named and dep is not None and dep.state != TERMINATING:
                     self._fail(
@@ -755,23 +760,27 @@ class Chimney:
         party, handle = op.target.party, obj.handle
         if obj.in_indication:
             self._fail(Rule.INDICATION_AT_TERMINATE, "terminate completed inside an indication", party, handle)
-        busy = obj.ops_in_flight()
-        if busy:
+        if obj.n_update or obj.n_query or obj.n_invalidate:
+            busy = obj.ops_in_flight()
             self._fail(Rule.IO_NOT_COMPLETED, f"terminate completed with {'/'.join(busy)} in flight", party, handle)
         success = block.status == _SUCCESS
         if obj.layer == Layer.NEIGHBOR and success and block.delegated is None:
             self._fail(Rule.DELEGATED_NOT_RETURNED, "neighbor terminated without delegated state", party, handle)
         if obj.layer != Layer.TCP:
             return
-        for what, pending in (
-            ("receive posts", obj.recvs),
-            ("disconnects", obj.disconnects),
-            ("forwards", obj.forwards),
-        ):
-            if pending:
-                self._fail(
-                    Rule.IO_NOT_COMPLETED, f"terminate completed with {len(pending)} {what} outstanding", party, handle
-                )
+        if obj.recvs or obj.disconnects or obj.forwards:  # (the common case builds nothing below)
+            for what, pending in (
+                ("receive posts", obj.recvs),
+                ("disconnects", obj.disconnects),
+                ("forwards", obj.forwards),
+            ):
+                if pending:
+                    self._fail(
+                        Rule.IO_NOT_COMPLETED,
+                        f"terminate completed with {len(pending)} {what} outstanding",
+                        party,
+                        handle,
+                    )
         d = block.delegated
         if success:
             if not isinstance(d, TcpDelegated):
@@ -780,7 +789,8 @@ class Chimney:
                 )
             self._check_delegated(d, party, handle, "terminate")
         chain = block.net_buffer_list_chain or []
-        self._check_returned_sends(obj, chain, party)
+        if chain or obj.sends:  # (nothing posted, nothing returned: nothing to compare)
+            self._check_returned_sends(obj, chain, party)
         if obj.aborted and chain:
             self._fail(Rule.IO_AFTER_ABORT, "sends returned after Abort instead of REQUEST_ABORTED", party, handle)
         d0 = obj.init_delegated
@@ -788,7 +798,7 @@ class Chimney:
             return
         if not obj.disconnect_data:
             acked = seq_diff(d.snd_una, d0.snd_una) - (int(_fin_acked(d)) - int(_fin_acked(d0)))
-            returned = sum(_nbl_len(n) for n in chain)
+            returned = sum(_nbl_len(n) for n in chain) if chain else 0
             if obj.posted_bytes - obj.unacked_completed - returned != acked:
                 self._fail(
                     Rule.SEND_CONSERVATION,
@@ -798,7 +808,8 @@ class Chimney:
                     handle,
                 )
         expected = seq_diff(d.rcv_nxt, d0.rcv_nxt) - (int(d.fin_received) - int(d0.fin_received)) + obj.init_buffered
-        buffered = sum(_nbl_len(n) for n in block.buffered_data or ())
+        buffered_data = block.buffered_data
+        buffered = sum(_nbl_len(n) for n in buffered_data) if buffered_data else 0
         if obj.delivered + buffered != expected:
             self._fail(
                 Rule.RECEIVE_CONSERVATION,
@@ -809,12 +820,12 @@ class Chimney:
             )
 
     def _check_returned_sends(self, obj: ObjectRecord, chain: list[NetBufferList], party: str) -> None:
-        sends = obj.sends
+        sends = obj.sends if obj.sends is not None else _NO_SENDS
         if len(chain) == len(sends) and all(n is rec[2] for n, rec in zip(chain, sends.values(), strict=True)):
             return
         ids = [n.nbl_id for n in chain]
         for nbl in chain:
-            if nbl.nbl_id not in sends and nbl.nbl_id in obj.done:
+            if nbl.nbl_id not in sends and obj.done is not None and nbl.nbl_id in obj.done:
                 self._fail(Rule.SEND_COMPLETED_TWICE, f"{nbl!r} both completed and returned", party, obj.handle)
             if nbl.nbl_id not in sends:
                 self._fail(Rule.COMPLETION_WITHOUT_REQUEST, f"returned {nbl!r} was never posted", party, obj.handle)
@@ -864,9 +875,11 @@ class Chimney:
         for path, neighbor in op.relinks or ():
             if self._find_block_status(op, path) == _SUCCESS and path.handle in self._objs:
                 old = self._objs.get(path.parent) if path.parent is not None else None
-                if old is not None:
+                if old is not None and old.children is not None:
                     old.children.discard(path.handle)
                 path.parent = neighbor.handle
+                if neighbor.children is None:
+                    neighbor.children = set()
                 neighbor.children.add(path.handle)
         if self._host is not None:
             getattr(self._host, f"on_{kind}_offload_complete")(target_id, tree)
@@ -891,6 +904,8 @@ class Chimney:
 
     def _post_sends(self, obj: ObjectRecord, nbls: list[NetBufferList]) -> int:
         sends = obj.sends
+        if sends is None:
+            sends = obj.sends = OrderedDict()
         seq = obj.io_seq
         total = 0
         for nbl in nbls:
@@ -907,7 +922,7 @@ class Chimney:
         try:
             if obj is None or obj.state != OFFLOADED or obj.layer != Layer.TCP:
                 self._io_refused(obj, handle, "tcp_send")
-            sends = obj.sends
+            sends = obj.sends if obj.sends is not None else _NO_SENDS
             for nbl in nbls:
                 if nbl.nbl_id in sends:
                     self._fail(Rule.SEND_COMPLETED_TWICE, f"{nbl!r} posted again while outstanding", HOST, handle)
@@ -930,6 +945,8 @@ class Chimney:
             if obj is None or obj.state != OFFLOADED or obj.layer != Layer.TCP:
                 self._io_refused(obj, handle, "tcp_receive")
             recvs = obj.recvs
+            if recvs is None:
+                recvs = obj.recvs = OrderedDict()
             for nbl in nbls:
                 if nbl.nbl_id in recvs:
                     self._fail(Rule.RECEIVE_FIFO, f"{nbl!r} posted again while outstanding", HOST, handle)
@@ -961,7 +978,7 @@ class Chimney:
                     self._fail(Rule.UNKNOWN_HANDLE, "tcp_receive_return for an unknown connection", HOST, handle)
                 except _Skip:
                     return
-            target, context = grave[0].target, grave[1]
+            target, context = grave.target.target, grave.context
         target.tcp_receive_return(context, nbls)
 
     def tcp_disconnect(self, handle: Any, nbl: NetBufferList, flags: int) -> None:
@@ -1038,6 +1055,8 @@ class Chimney:
             obj = self._completing(handle, "tcp_send_complete")
             party = obj.target.party
             sends = obj.sends
+            if sends is None:
+                sends = obj.sends = OrderedDict()
             hf = obj.handler_from
             first_fail = obj.first_fail_seq
             unacked = 0
@@ -1046,7 +1065,7 @@ class Chimney:
                 key = nbl.nbl_id
                 rec = sends.get(key)
                 if rec is None or key in taken:
-                    if key in obj.done or key in taken:
+                    if key in taken or (obj.done is not None and key in obj.done):
                         self._fail(Rule.SEND_COMPLETED_TWICE, f"{nbl!r} completed twice", party, handle)
                     self._fail(Rule.COMPLETION_WITHOUT_REQUEST, f"{nbl!r} was never posted", party, handle)
                 seq, n, _ = rec
@@ -1083,6 +1102,8 @@ class Chimney:
         except _Skip:
             return
         done_ids = obj.done
+        if done_ids is None:
+            done_ids = obj.done = OrderedDict()
         for nbl in nbls:
             del sends[nbl.nbl_id]
             done_ids[nbl.nbl_id] = None
@@ -1107,6 +1128,8 @@ class Chimney:
             obj = self._completing(handle, "tcp_receive_complete")
             party = obj.target.party
             recvs = obj.recvs
+            if recvs is None:
+                recvs = obj.recvs = OrderedDict()
             hf = obj.handler_from
             taken: set[int] = set()
             got = 0

@@ -92,7 +92,9 @@ class ObjectRecord:
         self.layer = layer
         self.target = target
         self.parent = parent  # handle of the object this one depends on (TCP -> path -> neighbor), None if unknown
-        self.children: set[Any] = set()
+        # The containers below are created on first use (None until then): an idle offloaded connection never
+        # needs them, and every container an object keeps alive is one more for the cyclic GC to walk.
+        self.children: set[Any] | None = None
         self.state = OFFLOADING
         self.context: Any = None
         self.n_update = 0
@@ -111,12 +113,12 @@ class ObjectRecord:
         self.handler_from: int | None = None  # first seq posted by the target handler now on the stack
         # OrderedDicts, not dicts: they are consumed from the front, and a plain dict's first key gets slow to find
         # after many deletions at the front.
-        self.sends: OrderedDict[int, tuple[int, int, NetBufferList]] = OrderedDict()  # nbl_id -> (seq, len, nbl)
-        self.done: OrderedDict[int, None] = OrderedDict()  # recently completed send nbl ids
+        self.sends: OrderedDict[int, tuple[int, int, NetBufferList]] | None = None  # nbl_id -> (seq, len, nbl)
+        self.done: OrderedDict[int, None] | None = None  # recently completed send nbl ids
         self.first_fail_seq: int | None = None  # smallest seq of a send completed with a non-SUCCESS status
         self.posted_bytes = 0
         self.unacked_completed = 0  # bytes of non-SUCCESS send completions the peer did not ACK
-        self.recvs: OrderedDict[int, tuple[int, NetBufferList]] = OrderedDict()  # FIFO of receive posts
+        self.recvs: OrderedDict[int, tuple[int, NetBufferList]] | None = None  # FIFO of receive posts
         self.delivered = 0  # receive bytes that reached the host (post completions + accepted indications)
         self.disconnects: dict[int, tuple[int, NetBufferList]] = {}
         self.disconnect_data = False  # a graceful disconnect carried final data (no per-byte send accounting then)

@@ -33,6 +33,7 @@ from tcpchimney.chimney.objects import (
     path_block,
     tcp_block,
 )
+from tcpchimney.clock import TimerHandle
 from tcpchimney.host.connection import CLOSED, OFFLOADED, OFFLOADING, SOFTWARE, TERMINATING, Connection
 from tcpchimney.tcp.engine import TcpConnection
 from tcpchimney.tcp.state import OFFLOADABLE_STATES, TcpState
@@ -140,12 +141,25 @@ def _reason_key(reason: UploadReason | str) -> str:
 
 
 _TERMINATE_BATCH = 128  # connections per terminate tree when many are terminated at once (UPLOAD_ALL)
+
+
+class _TerminateWatch:
+    """The connections of one terminate batch and the one watchdog timer they share."""
+
+    __slots__ = ("conns", "timer")
+
+    def __init__(self, conns: list[Connection]) -> None:
+        self.conns = conns
+        self.timer: TimerHandle | None = None
+
+
 _INITIATE_BATCH = 128  # connections per initiate tree when many are offloaded at once (RESUME)
 
 
 class OffloadManager:
     def __init__(self, host: HostStack) -> None:
         self.host = host
+        self._policy_fire_cb = self._policy_fire  # one bound method for every connection's policy timer
         self.targets: dict[int, TargetInfo] = {}
         self.counters: dict[str, int] = {}
         self.by_reason: dict[str, int] = {}
@@ -254,7 +268,7 @@ class OffloadManager:
             if h.when <= due and not h.cancelled:
                 return
             h.cancel()
-        c.policy_timer = self.host.scheduler.call_at(due, self._policy_fire, c)
+        c.policy_timer = self.host.scheduler.call_at(due, self._policy_fire_cb, c)
 
     def _policy_fire(self, c: Connection) -> None:
         c.policy_timer = None
@@ -401,10 +415,11 @@ class OffloadManager:
         if c.policy_timer is not None:
             c.policy_timer.cancel()
             c.policy_timer = None
-        const, cached, delegated, send_data, recv = eng.export_state(now)
+        export = eng.export_state(now)
+        const, cached, delegated, send_data, recv = export
         c.engine = None
         c.mode = OFFLOADING
-        c.export = (const, cached, delegated, send_data, recv)
+        c.export = export
         c.const = const
         c.cached = cached
         c.fin_in_export = c.app_closed
@@ -421,9 +436,13 @@ class OffloadManager:
         path.conns[c] = None
         t.conns[c] = None
         t.blocked.pop(c, None)
-        c.send_nbls = [NetBufferList(data=send_data)] if send_data else []
+        if send_data:
+            c.send_nbls = [NetBufferList(data=send_data)]
+        elif c.send_nbls:
+            c.send_nbls = []  # (an empty list is kept: one object fewer per offload for the GC)
         self.count("offload_attempts")
-        self._trace("offload_start", conn=c.label, target=t.name, state=delegated.state.name)
+        if host.tracer.enabled:
+            self._trace("offload_start", conn=c.label, target=t.name, state=delegated.state.name)
         return tcp_block(
             const,
             cached,
@@ -476,10 +495,7 @@ class OffloadManager:
         export = c.export
         assert export is not None
         c.export = None
-        try:
-            status_name = NdisStatus(status).name if status is not None else "NONE"
-        except ValueError:
-            status_name = hex(status or 0)
+        status_name = _status_name(status) if host.tracer.enabled else ""  # only a recording tracer reads it
         if ok:
             c.mode = OFFLOADED
             c.owner = t.name
@@ -522,7 +538,8 @@ class OffloadManager:
         if c.pending_writes:
             send_data = send_data + b"".join(c.pending_writes)
             c.pending_writes = []
-        c.send_nbls = []
+        if c.send_nbls:
+            c.send_nbls = []
         now = host.scheduler.now()
         c.engine = TcpConnection.from_state(
             c.iface.tcp_config,
@@ -561,7 +578,8 @@ class OffloadManager:
             self._trace_owner(c)
         now = host.scheduler.now()
         frames = c.pending_frames
-        c.pending_frames = []
+        if frames:
+            c.pending_frames = []
         for _, seg in frames:
             eng.handle_segment(seg, now)
         if c.app_aborted:
@@ -921,11 +939,21 @@ class OffloadManager:
         self._terminate_queue = queue[_TERMINATE_BATCH:]
         try:
             trees: dict[int, list[OffloadBlock]] = {}
+            started: list[Connection] = []
             for c in batch:
                 block = self._start_terminate(c)
                 if block is not None:
                     assert c.offload_target is not None
                     trees.setdefault(c.offload_target, []).append(block)
+                    started.append(c)
+            timeout = self.host.policy.terminate_timeout
+            if started and timeout and timeout != math.inf:
+                # One watchdog for the whole batch (all started now), not a timer per connection: a cancelled
+                # per-connection timer would sit in the scheduler for the whole timeout, for the GC to walk.
+                watch = _TerminateWatch(started)
+                watchdog = watch.timer = self.host.scheduler.call_later(timeout, self._terminate_timeouts, watch)
+                for c in started:
+                    c.watchdog = watchdog
             chimney = self.host.chimney
             for tid, blocks in trees.items():
                 root = link_siblings(blocks)
@@ -942,16 +970,19 @@ class OffloadManager:
             return None
         tid = c.offload_target
         assert tid is not None
-        host = self.host
         by, reason = c.terminate_by, c.terminate_reason
         c.mode = TERMINATING
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         self.by_requester[by] = self.by_requester.get(by, 0) + 1
         self._trace("terminate_start", conn=c.label, by=by, reason=reason)
-        timeout = host.policy.terminate_timeout
-        if timeout and timeout != math.inf:
-            c.watchdog = host.scheduler.call_later(timeout, self._terminate_timeout, c)
         return tcp_block(context=ContextSlot(c.context), handle=c)
+
+    def _terminate_timeouts(self, watch: _TerminateWatch) -> None:
+        """The watchdog of a terminate batch fired: the connections it still watches time out."""
+        timer = watch.timer
+        for c in watch.conns:
+            if c.watchdog is timer:  # not completed (nor terminated again under a later watchdog) since
+                self._terminate_timeout(c)
 
     def _terminate_timeout(self, c: Connection) -> None:
         c.watchdog = None
@@ -986,36 +1017,45 @@ class OffloadManager:
 
     def _tcp_terminated(self, t: TargetInfo, c: Connection, block: OffloadBlock) -> None:
         host = self.host
-        if c.watchdog is not None:
-            c.watchdog.cancel()
-            c.watchdog = None
+        c.watchdog = None  # shared by the batch (see _flush_terminates): not cancelled, it only skips this one now
         self._detach(t, c)
         status = block.status
-        self._trace(
-            "terminate_done", conn=c.label, by=c.terminate_by, reason=c.terminate_reason, status=_status_name(status)
-        )
+        if host.tracer.enabled:
+            self._trace(
+                "terminate_done",
+                conn=c.label,
+                by=c.terminate_by,
+                reason=c.terminate_reason,
+                status=_status_name(status),
+            )
         if c.mode != TERMINATING:  # the watchdog gave up on it already
             return
         send_data = c.remaining_send()
+        # Emptied lists are replaced only when they hold something: a fresh list per connection per terminate is
+        # one more long-lived object for the cyclic GC (an UPLOAD_ALL does this for every connection).
         if c.pending_writes:
             send_data += b"".join(c.pending_writes)
-        c.send_nbls = []
-        c.pending_writes = []
+            c.pending_writes = []
+        if c.send_nbls:
+            c.send_nbls = []
         recv = b"".join(n.data[n.offset :] for n in block.buffered_data or ())
         delegated = block.delegated
         if status != _SUCCESS or delegated is None:
             self.count("terminate_failures")
-            c.pending_frames = []
+            if c.pending_frames:
+                c.pending_frames = []
             host._finish(c, "reset")
             return
         if c.peer_aborted or (c.app_aborted and c.abort_nbl is not None and c.abort_nbl.status == _SUCCESS):
             c.rx_buf += recv
-            c.pending_frames = []
+            if c.pending_frames:
+                c.pending_frames = []
             host._finish(c, "reset")
             return
         if delegated.state == TcpState.CLOSED:
             c.rx_buf += recv
-            c.pending_frames = []
+            if c.pending_frames:
+                c.pending_frames = []
             host._finish(c, "reset" if c.app_aborted else "closed")
             return
         assert c.const is not None and c.cached is not None

@@ -74,6 +74,9 @@ class HostStack:
         verify_checksums: bool = True,
     ) -> None:
         self.scheduler = scheduler
+        # One bound method for every connection's timer (``self._on_timer`` would make a new one per arming, and
+        # each would live as long as its timer: one more object per connection for the cyclic GC).
+        self._on_timer_cb = self._on_timer
         self.name = name
         self.tcp_config = tcp_config or TcpConfig()
         self.policy = policy if policy is not None else OffloadPolicy()
@@ -376,7 +379,7 @@ class HostStack:
                     return
                 h.cancel()
             c.timer_when = t
-            c.timer = self.scheduler.call_at(t, self._on_timer, c)
+            c.timer = self.scheduler.call_at(t, self._on_timer_cb, c)
 
     def _on_timer(self, c: Connection) -> None:
         c.timer = None

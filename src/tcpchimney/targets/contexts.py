@@ -48,7 +48,8 @@ class PathContext:
         self.cached = cached
         self.neighbor = neighbor
         self.valid = True
-        self.tcps: list[TcpContext] = []
+        # insertion-ordered set: removing one of thousands of connections on a path is O(1), not a list scan
+        self.tcps: dict[TcpContext, None] = {}
 
     @property
     def src(self) -> bytes:
@@ -143,7 +144,7 @@ class TcpContext:
         engine: TcpConnection,
         key: bytes,
         detectors: ConnectionDetectors,
-        backlog: BacklogEstimator,
+        backlog: BacklogEstimator | None,
         now: float,
     ) -> None:
         self.handle = handle
@@ -154,14 +155,18 @@ class TcpContext:
         self.key = key
         self.since = now
         self.detectors = detectors
+        # None: created by the first sweep that samples it, as BacklogEstimator(detectors.cfg, since) (the same state
+        # it would have had from the start); an idle connection then keeps one object fewer alive.
         self.backlog = backlog
         # send stream bookkeeping: offsets count payload bytes from SND.UNA at the initiate
-        self.sends: deque[SendRecord] = deque()
+        # The two queues are created on first use (None until then; never replaced once they exist, so a caller's
+        # alias stays valid): an idle connection needs neither, and each is one more object for the cyclic GC.
+        self.sends: deque[SendRecord] | None = None
         self.appended = 0
         self.acked = 0
         self.last_una = engine.snd_una
         # receive delivery
-        self.posts: deque[PostRecord] = deque()
+        self.posts: deque[PostRecord] | None = None
         self.hold = b""  # bytes read from the engine for an indication the host did not (fully) accept
         self.indicate_enabled = True
         self.push_seen = False

@@ -52,11 +52,13 @@ def deliver(tc: TcpContext, chimney: Any, now: float, push_timeout: float) -> No
         if completed:  # older bytes first: complete the posts before indicating newer ones
             chimney.tcp_receive_complete(tc.handle, completed)
             completed = []
+            posts = tc.posts  # re-read: a post made inside the completion may have created the queue
             if tc.terminating or posts:  # the host may have posted again from inside the completion
                 continue
         size = tc.cached.rcv_indication_size or MAX_INDICATION
         chunk = take(tc, min(avail, size))
         status, consumed = chimney.tcp_receive_indicate(tc.handle, NetBufferList(data=chunk))
+        posts = tc.posts  # re-read: the host may post (creating the queue) from inside the indication
         consumed = max(0, min(int(consumed), len(chunk)))
         if int(status) == _ACCEPTED_ALL and consumed == len(chunk):
             continue

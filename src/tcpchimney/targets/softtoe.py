@@ -26,6 +26,7 @@ Choices the reference leaves open (documented here once):
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,7 @@ class SoftToe:
         self.name = name
         self.mac = mac
         self._sched = scheduler
+        self._on_timer_cb = self._on_timer  # one bound method for every connection's timer (see HostStack)
         self._port = port
         self.max_connections = max_connections
         self.buffer_bytes = buffer_bytes
@@ -211,6 +213,8 @@ class SoftToe:
             return
         eng = tc.engine
         sends = tc.sends
+        if sends is None:
+            sends = tc.sends = deque()
         pos = tc.appended
         for nbl in nbls:
             data = nbl.data[nbl.offset :] if nbl.offset else nbl.data
@@ -231,8 +235,11 @@ class SoftToe:
             self._reject_later(tc, "receive", nbls, reject)
             return
         det = tc.detectors
+        posts = tc.posts
+        if posts is None:
+            posts = tc.posts = deque()
         for nbl in nbls:
-            tc.posts.append(PostRecord(nbl))
+            posts.append(PostRecord(nbl))
             reason = det.on_receive_post(nbl.capacity)
             if reason is not None:
                 self._sched.call_soon(self._raise_optional, tc, reason)
@@ -510,17 +517,19 @@ class SoftToe:
             engine,
             key,
             ConnectionDetectors(cfg, engine.stats, now),
-            BacklogEstimator(cfg, now),
+            None,  # the backlog estimator is created by the first sweep that needs it
             now,
         )
         tc.last_state = state
         pos = 0
-        for nbl in chain:
-            end = pos + len(nbl.data) - nbl.offset
-            tc.sends.append(SendRecord(nbl, pos, end))
-            pos = end
+        if chain:
+            sends = tc.sends = deque()
+            for nbl in chain:
+                end = pos + len(nbl.data) - nbl.offset
+                sends.append(SendRecord(nbl, pos, end))
+                pos = end
         tc.appended = pos
-        parent.tcps.append(tc)
+        parent.tcps[tc] = None
         self._tcps[id(tc)] = tc
         self._tcp_keys[key] = self._tcp_keys.get(key, 0) + 1
         self._by_handle[tc.handle] = tc
@@ -581,11 +590,12 @@ class SoftToe:
         # send data not fully ACKed goes back in its original NBLs, in order, trimmed past the ACKed bytes
         acked = tc.acked
         chain: list[NetBufferList] = []
-        for rec in tc.sends:
-            nbl = rec.nbl
-            nbl.offset = rec.orig_offset + max(0, min(acked, rec.end) - rec.start)
-            chain.append(nbl)
-        tc.sends.clear()
+        if tc.sends:
+            for rec in tc.sends:
+                nbl = rec.nbl
+                nbl.offset = rec.orig_offset + max(0, min(acked, rec.end) - rec.start)
+                chain.append(nbl)
+            tc.sends.clear()
         block.net_buffer_list_chain = chain or None
         returned = sum(len(n.data) - n.offset for n in chain)
         if tc.disconnect is not None and tc.disc_end > tc.disc_start:
@@ -607,9 +617,10 @@ class SoftToe:
 
     def _flush_posts_at_terminate(self, tc: TcpContext) -> None:
         done: list[NetBufferList] = []
-        for post in tc.posts:
-            done.append(finish_post(post, _SUCCESS if post.filled else NdisStatus.UPLOAD_IN_PROGRESS))
-        tc.posts.clear()
+        if tc.posts:
+            for post in tc.posts:
+                done.append(finish_post(post, _SUCCESS if post.filled else NdisStatus.UPLOAD_IN_PROGRESS))
+            tc.posts.clear()
         if done:
             self._chimney.tcp_receive_complete(tc.handle, done)
 
@@ -646,8 +657,7 @@ class SoftToe:
                 del self._tcp_keys[tc.key]
         self._by_handle.pop(tc.handle, None)
         self._table.remove(tc.key)
-        if tc in tc.path.tcps:
-            tc.path.tcps.remove(tc)
+        tc.path.tcps.pop(tc, None)
         self._buffered_total -= tc.buffered
         tc.buffered = 0
         self._cancel_timer(tc)
@@ -1029,22 +1039,24 @@ class SoftToe:
         self._update_acked(tc)
         self._complete_acked_sends(tc)
         done: list[NetBufferList] = []
-        for rec in tc.sends:
-            nbl = rec.nbl
-            acked = max(0, min(tc.acked, rec.end) - rec.start)
-            nbl.offset = rec.orig_offset + acked
-            nbl.bytes_transferred = acked
-            nbl.status = NdisStatus.REQUEST_ABORTED
-            done.append(nbl)
-        tc.sends.clear()
+        if tc.sends:
+            for rec in tc.sends:
+                nbl = rec.nbl
+                acked = max(0, min(tc.acked, rec.end) - rec.start)
+                nbl.offset = rec.orig_offset + acked
+                nbl.bytes_transferred = acked
+                nbl.status = NdisStatus.REQUEST_ABORTED
+                done.append(nbl)
+            tc.sends.clear()
         if done:
             self._chimney.tcp_send_complete(tc.handle, done)
 
     def _abort_posts(self, tc: TcpContext, everything: bool = False) -> None:
-        done = [
-            finish_post(p, NdisStatus.REQUEST_ABORTED if (everything or not p.filled) else _SUCCESS) for p in tc.posts
-        ]
-        tc.posts.clear()
+        posts = tc.posts
+        if not posts:
+            return
+        done = [finish_post(p, NdisStatus.REQUEST_ABORTED if (everything or not p.filled) else _SUCCESS) for p in posts]
+        posts.clear()
         if done:
             self._chimney.tcp_receive_complete(tc.handle, done)
 
@@ -1101,7 +1113,7 @@ class SoftToe:
             tc.timer = None
         tc.timer_when = when
         if when is not None:
-            tc.timer = self._sched.call_at(when, self._on_timer, tc)
+            tc.timer = self._sched.call_at(when, self._on_timer_cb, tc)
 
     def _cancel_timer(self, tc: TcpContext) -> None:
         if tc.timer is not None:
@@ -1136,7 +1148,10 @@ class SoftToe:
                 self._raise_optional(tc, reason)
             if tc.terminating or tc.stopped:
                 continue
-            value = tc.backlog.sample(tc.acked, now)
+            backlog = tc.backlog
+            if backlog is None:
+                backlog = tc.backlog = BacklogEstimator(tc.detectors.cfg, tc.since)
+            value = backlog.sample(tc.acked, now)
             if value is not None:
                 self.stats.backlog_events += 1
                 self._chimney.tcp_event(tc.handle, TcpEventType.SEND_BACKLOG_CHANGE, value)

@@ -551,14 +551,22 @@ class TeamTarget:
     def _finish_named(self, op: _Op) -> None:
         self._ops.pop(id(op.tree), None)
         kind = op.kind
+        results = op.results
         for ub in op.tree.walk():
             if ub.is_placeholder:
                 ub.status = _SUCCESS
                 continue
             entry = ub.context
-            lows = [lb for lb in op.results.get(id(ub), []) if not lb.is_placeholder]
-            ok = all(lb.status == _SUCCESS for lb in lows)
-            first_ok = next((lb for lb in lows if lb.status == _SUCCESS), None)
+            got = results.get(id(ub))
+            lows = [lb for lb in got if not lb.is_placeholder] if got else []
+            ok = True  # every lower copy succeeded
+            first_ok = None  # the first lower copy that did
+            for lb in lows:
+                if lb.status == _SUCCESS:
+                    if first_ok is None:
+                        first_ok = lb
+                else:
+                    ok = False
             if kind == "terminate":
                 if ub.layer == Layer.TCP:
                     ok = ok and bool(lows)
