@@ -238,7 +238,9 @@ def test_member_rejoins_without_upload_all_and_takes_new_connections() -> None:
     assert w.converge()
     w.run_for(0.01)
     assert w.host.stats["upload_alls"] == upload_alls  # a join needs no UPLOAD_ALL
-    assert w.team.member_states()[0]["connections"] == held  # existing connections stay where they are
+    # Existing connections stay where they are: none moves to the returning member (some may finish meanwhile).
+    assert 0 < w.team.member_states()[0]["connections"] <= held
+    assert w.team.member_states()[1]["connections"] == 0
     initiates = w.nics[1].stats.initiates
     ts2 = start(w, 20, 300_000, 50_000, seed=9, base_port=6000)
     w.run_for(0.1)
