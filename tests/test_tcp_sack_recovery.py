@@ -149,7 +149,7 @@ def test_lost_retransmission_is_sent_again_without_rto() -> None:
 
 
 def test_tail_loss_is_probed_before_the_rto() -> None:
-    h = make_pair(imp=Impairments(seed=3))
+    h = make_pair(TcpConfig(tail_loss_probe=True), imp=Impairments(seed=3))
     a, b = h.eps
     a.data = random.Random(7).randbytes(140 * 1448)
     last = (1000 + 1 + len(a.data) - 2 * 1448) & 0xFFFFFFFF
