@@ -98,7 +98,7 @@ def test_200_transfers_survive_a_member_link_going_down() -> None:
     w = make_world()
     log = StatusLog(w)
     ts = start(w, 200, 100_000, 50_000)
-    w.run_for(0.8)
+    w.run_for(0.4)  # in the middle of the transfers: most connections are still offloaded
     before = [m["connections"] for m in w.team.member_states()]
     assert before[0] > 20 and before[1] > 20
     upload_alls = w.host.stats["upload_alls"]
