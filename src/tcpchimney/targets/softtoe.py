@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tcpchimney.chimney.constants import (
@@ -663,8 +663,9 @@ class SoftToe:
         self._cancel_timer(tc)
 
     # ---- update / invalidate / query ----------------------------------------------------------------------------
-    def _do_update(self, tree: OffloadBlock) -> None:
-        now = self._sched.now()
+    def _named_blocks(self, tree: OffloadBlock) -> Iterator[tuple[OffloadBlock, Any]]:
+        """The blocks of an update/invalidate/query tree that name an object of ours, with its context.
+        Placeholders get SUCCESS and blocks naming nothing of ours FAILURE on the way."""
         for block in tree.walk():
             if block.is_placeholder:
                 block.status = _SUCCESS
@@ -673,6 +674,11 @@ class SoftToe:
             if not self._owns(ctx, block.layer):
                 block.status = NdisStatus.FAILURE
                 continue
+            yield block, ctx
+
+    def _do_update(self, tree: OffloadBlock) -> None:
+        now = self._sched.now()
+        for block, ctx in self._named_blocks(tree):
             if isinstance(ctx, NeighborContext):
                 if block.cached is not None:
                     ctx.cached = block.cached  # e.g. the next hop's MAC changed (ARP)
@@ -703,14 +709,7 @@ class SoftToe:
 
     def _do_invalidate(self, tree: OffloadBlock) -> None:
         affected: list[TcpContext] = []
-        for block in tree.walk():
-            if block.is_placeholder:
-                block.status = _SUCCESS
-                continue
-            ctx = block.context
-            if not self._owns(ctx, block.layer):
-                block.status = NdisStatus.FAILURE
-                continue
+        for block, ctx in self._named_blocks(tree):
             if isinstance(ctx, TcpContext) and ctx.hw_failed:
                 block.status = NdisStatus.FAILURE
                 continue
@@ -734,14 +733,7 @@ class SoftToe:
             self._raise_mandatory(tc, UploadReason.INVALID_STATE)
 
     def _do_query(self, tree: OffloadBlock) -> None:
-        for block in tree.walk():
-            if block.is_placeholder:
-                block.status = _SUCCESS
-                continue
-            ctx = block.context
-            if not self._owns(ctx, block.layer):
-                block.status = NdisStatus.FAILURE
-                continue
+        for block, ctx in self._named_blocks(tree):
             if isinstance(ctx, NeighborContext):
                 block.const, block.cached = ctx.const, ctx.cached
                 block.delegated = self._neighbor_delegated(ctx)
