@@ -216,6 +216,10 @@ _M = 0xFFFFFFFF
 # per connection for the garbage collector).  Never add to them: the two places that add swap in a list first.
 _NO_OOO: list[list[Any]] = []
 _NO_SACKED: list[list[int]] = []
+# Likewise an idle connection holds no event or output list: these shared empty ones stand in until the first
+# event / segment (_event, _queue and _out_list swap in a list of its own; nothing else may append).
+_NO_EVENTS: list[TcpEvent] = []
+_NO_OUT: list[TcpSegment] = []
 _SYN_STATES = (_SYN_SENT, _SYN_RCVD)
 _DATA_RCV_STATES = frozenset({_ESTABLISHED, _FIN_WAIT_1, _FIN_WAIT_2})
 _SEND_STATES = frozenset({_ESTABLISHED, _CLOSE_WAIT, _FIN_WAIT_1, _CLOSING, _LAST_ACK})
@@ -237,6 +241,8 @@ _PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent older than 24 day
 _new_delegated = frozen_builder(TcpDelegated)
 _new_const = frozen_builder(TcpConst)
 _new_timer = frozen_builder(TimerState)
+# stopped timers (the common case when handing an idle connection over) are immutable values: share them
+_STOPPED_TIMERS = tuple(_new_timer(count, TIMER_STOPPED) for count in range(256))
 _cached_by_config: dict[TcpConfig, TcpCached] = {}
 
 
@@ -277,6 +283,99 @@ class TcpConnection:
     of out-of-order blocks.
     """
 
+    # no per-instance __dict__: one object per connection instead of two (10,000-connection uploads are GC-bound)
+    __slots__ = (
+        "_ack_now",
+        "_cached",
+        "_challenge_count",
+        "_challenge_window",
+        "_closed",
+        "_cwnd",
+        "_delack_at",
+        "_dupacks",
+        "_events",
+        "_fin_received",
+        "_fin_sent",
+        "_in_recovery",
+        "_irs",
+        "_iss",
+        "_ka_at",
+        "_ka_count",
+        "_ka_enabled",
+        "_ka_idle",
+        "_ka_interval",
+        "_ka_probes",
+        "_last_ack_sent",
+        "_limited_transmit",
+        "_max_rt_ticks",
+        "_max_snd_wnd",
+        "_nagle",
+        "_offer_flags",
+        "_ooo",
+        "_ooo_fin",
+        "_ooo_last",
+        "_opt_cache",
+        "_opt_tsecr",
+        "_opt_tsval",
+        "_out",
+        "_persist_at",
+        "_persist_count",
+        "_persist_force",
+        "_rbuf",
+        "_rcv_adv",
+        "_rcv_buf",
+        "_rcv_nxt",
+        "_rcv_up",
+        "_rcv_wscale",
+        "_recover",
+        "_remote_mss",
+        "_rescue_done",
+        "_rexmit_count",
+        "_rexmit_start",
+        "_rexmit_una",
+        "_rto",
+        "_rto_at",
+        "_rto_force",
+        "_rto_undo",
+        "_rtt_seq",
+        "_rtt_time",
+        "_rttvar",
+        "_rxt_log",
+        "_sack_ok",
+        "_sack_rec",
+        "_sack_rexmit_hi",
+        "_sacked",
+        "_sbuf",
+        "_sbuf_seq",
+        "_smss",
+        "_snd_max",
+        "_snd_nxt",
+        "_snd_una",
+        "_snd_wl1",
+        "_snd_wl2",
+        "_snd_wnd",
+        "_snd_wscale",
+        "_srtt",
+        "_ssthresh",
+        "_syn_needed",
+        "_tlp_at",
+        "_tlp_out",
+        "_total_rt_base",
+        "_ts_offset",
+        "_ts_ok",
+        "_ts_recent",
+        "_ts_recent_time",
+        "_ts_recent_valid",
+        "_tw_at",
+        "_unacked_bytes",
+        "_wscale_ok",
+        "config",
+        "local_port",
+        "remote_port",
+        "state",
+        "stats",
+    )
+
     state: TcpState
     stats: TcpStats
     config: TcpConfig
@@ -289,8 +388,8 @@ class TcpConnection:
         self.remote_port = remote_port
         self.state = _CLOSED
         self.stats = TcpStats(last_activity=now)
-        self._events: list[TcpEvent] = []
-        self._out: list[TcpSegment] = []
+        self._events: list[TcpEvent] = _NO_EVENTS
+        self._out: list[TcpSegment] = _NO_OUT
         # negotiated options
         self._ts_ok = False
         self._sack_ok = False
@@ -642,16 +741,15 @@ class TcpConnection:
             snd_scale = self._snd_wscale
         const = _new_const(flags, self.local_port, self.remote_port, snd_scale, self._rcv_wscale, self._remote_mss, 0)
         if st == _TIME_WAIT:
-            rt = _new_timer(0, _ticks(self._tw_at - now) if self._tw_at is not None else TIMER_STOPPED)
+            rt = _new_timer(0, _ticks(self._tw_at - now)) if self._tw_at is not None else _STOPPED_TIMERS[0]
         elif self._rto_at is not None:
             rt = _new_timer(min(self._rexmit_count, 255), _ticks(self._rto_at - now))
         elif self._persist_at is not None:
             rt = _new_timer(min(self._rexmit_count, 255), _ticks(self._persist_at - now))
         else:
-            rt = _new_timer(min(self._rexmit_count, 255), TIMER_STOPPED)
-        ka = _new_timer(
-            min(self._ka_count, 255), _ticks(self._ka_at - now) if self._ka_at is not None else TIMER_STOPPED
-        )
+            rt = _STOPPED_TIMERS[min(self._rexmit_count, 255)]
+        ka_count = min(self._ka_count, 255)
+        ka = _new_timer(ka_count, _ticks(self._ka_at - now)) if self._ka_at is not None else _STOPPED_TIMERS[ka_count]
         srtt = self._srtt
         total_rt = 0
         if self._rexmit_start is not None:
@@ -733,7 +831,7 @@ class TcpConnection:
     def abort(self) -> None:
         st = self.state
         if st not in (_CLOSED, _SYN_SENT, _LISTEN, _TIME_WAIT):
-            self._out.append(self._make(self._snd_nxt, RST | ACK, b"", None, rst=True))
+            self._queue(self._make(self._snd_nxt, RST | ACK, b"", None, rst=True))
         self._to_closed(None)
 
     def update_cached(self, cached: TcpCached, now: float) -> None:
@@ -765,9 +863,25 @@ class TcpConnection:
     def pop_events(self) -> list[TcpEvent]:
         ev = self._events
         if not ev:
-            return ev if ev is not self._events else []
-        self._events = []
+            return []  # never hand out the shared _NO_EVENTS
+        self._events = _NO_EVENTS
         return ev
+
+    def _event(self, event: TcpEvent) -> None:
+        ev = self._events
+        if ev is _NO_EVENTS:
+            ev = self._events = []
+        ev.append(event)
+
+    def _queue(self, seg: TcpSegment) -> None:
+        self._out_list().append(seg)
+
+    def _out_list(self) -> list[TcpSegment]:
+        """The output queue, swapping in a list of its own for the shared empty one."""
+        out = self._out
+        if out is _NO_OUT:
+            out = self._out = []
+        return out
 
     @property
     def snd_una(self) -> int:
@@ -891,7 +1005,7 @@ class TcpConnection:
         self._rexmit_una = False
         self._syn_needed = False
         if event is not None:
-            self._events.append(event)
+            self._event(event)
 
     def _window_field(self) -> int:
         """The 16-bit window field for a non-SYN segment; keeps the advertised right edge from moving left."""
@@ -965,7 +1079,7 @@ class TcpConnection:
 
     def _emit_ack(self, now: float) -> None:
         # SND.MAX, not SND.NXT: after an RTO rewound SND.NXT the peer may already hold more (BSD does the same)
-        self._out.append(self._make(self._snd_max, ACK, b"", now))
+        self._queue(self._make(self._snd_max, ACK, b"", now))
         self.stats.segments_out += 1
         self._ack_now = False
         self._delack_at = None
@@ -992,11 +1106,9 @@ class TcpConnection:
         if seg.flags & RST:
             return
         if seg.flags & ACK:
-            self._out.append(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
+            self._queue(TcpSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
         else:
-            self._out.append(
-                TcpSegment(self.local_port, self.remote_port, 0, (seg.seq + seg.seg_len) & _M, RST | ACK, 0)
-            )
+            self._queue(TcpSegment(self.local_port, self.remote_port, 0, (seg.seq + seg.seg_len) & _M, RST | ACK, 0))
         self.stats.segments_out += 1
 
     # ================================================================================================ input
@@ -1100,7 +1212,7 @@ class TcpConnection:
                 self._max_snd_wnd = max(self._max_snd_wnd, self._snd_wnd)
                 self._snd_wl1 = seq
                 self._snd_wl2 = ack
-                self._events.append(TcpConnected())
+                self._event(TcpConnected())
                 if self._ka_enabled and st in _KEEPALIVE_STATES:
                     self._ka_at = now + self._ka_idle
             else:
@@ -1126,7 +1238,7 @@ class TcpConnection:
             up = seq + seg.urgent_pointer
             if up > self._rcv_up:
                 self._rcv_up = up
-                self._events.append(TcpUrgentData((up - 1) & _M))
+                self._event(TcpUrgentData((up - 1) & _M))
         # --- data and FIN
         if st in _DATA_RCV_STATES:
             if plen or flags & FIN:
@@ -1171,7 +1283,7 @@ class TcpConnection:
             self._rbuf += seg.payload
             self._rcv_nxt = rcv_nxt + plen
             self.stats.bytes_in += plen
-            self._events.append(_new_data_received(len(self._rbuf)))
+            self._event(_new_data_received(len(self._rbuf)))
             if self._ack_now or self.config.delayed_ack <= 0:
                 self._ack_now = True
             else:
@@ -1237,7 +1349,7 @@ class TcpConnection:
             self._syn_acked(ts, now)
             self.state = _ESTABLISHED if not self._closed else _FIN_WAIT_1
             self._syn_needed = False
-            self._events.append(TcpConnected())
+            self._event(TcpConnected())
             self._ack_now = True
             if self._ka_enabled:
                 self._ka_at = now + self._ka_idle
@@ -1381,7 +1493,7 @@ class TcpConnection:
             if self._sack_ok:
                 self._arm_tlp(now)
         if n > 0:
-            self._events.append(_new_send_acked(n, ack & _M))
+            self._event(_new_send_acked(n, ack & _M))
         # our FIN acknowledged?
         if self._fin_sent and ack == end + 1:
             st = self.state
@@ -1542,7 +1654,7 @@ class TcpConnection:
                 self._ooo_fin = None
                 self._receive_fin(now)
             if plen or had_ooo:
-                self._events.append(_new_data_received(len(self._rbuf)))
+                self._event(_new_data_received(len(self._rbuf)))
             if had_ooo or self.config.delayed_ack <= 0 or self._ack_now:
                 self._ack_now = True
             else:
@@ -1619,7 +1731,7 @@ class TcpConnection:
         self._rcv_nxt += 1
         self._ooo.clear()
         self._ack_now = True
-        self._events.append(TcpPeerClosed())
+        self._event(TcpPeerClosed())
         st = self.state
         if st == _ESTABLISHED:
             self.state = _CLOSE_WAIT
@@ -1693,7 +1805,7 @@ class TcpConnection:
         self._snd_nxt = self._snd_una
         if self.state in _SYN_STATES:
             self._syn_needed = True
-        self._events.append(TcpRetransmitted(True))
+        self._event(TcpRetransmitted(True))
         self._rto_at = now + self._current_rto()
 
     def _arm_tlp(self, now: float) -> None:
@@ -1737,7 +1849,7 @@ class TcpConnection:
         self._persist_count += 1
         if self._snd_wnd == 0:
             # zero-window probe: an old sequence number makes the peer answer with its current window
-            self._out.append(self._make(self._snd_una - 1, ACK, b"", now))
+            self._queue(self._make(self._snd_una - 1, ACK, b"", now))
             self.stats.segments_out += 1
         else:
             self._persist_force = True
@@ -1755,7 +1867,7 @@ class TcpConnection:
             self._to_closed(TcpTimedOut())
             return
         self._ka_count += 1
-        self._out.append(self._make(self._snd_una - 1, ACK, b"", now))
+        self._queue(self._make(self._snd_una - 1, ACK, b"", now))
         self.stats.segments_out += 1
         self._ka_at = now + self._ka_interval
 
@@ -1769,8 +1881,8 @@ class TcpConnection:
             self._emit_ack(now)
         out = self._out
         if not out:
-            return []
-        self._out = []
+            return []  # never hand out the shared _NO_OUT
+        self._out = _NO_OUT
         return out
 
     def _output(self, now: float) -> None:
@@ -1820,7 +1932,7 @@ class TcpConnection:
         # _smss; SACK blocks ride on data segments too while we hold out-of-order data)
         smss = self._smss - self._sack_opt_len() if self._ooo else self._smss
         closed = self._closed
-        out = self._out
+        out = _NO_OUT  # the output queue, fetched (and made) at the first data segment of this burst
         stats = self.stats
         force = self._persist_force
         self._persist_force = False
@@ -1844,7 +1956,7 @@ class TcpConnection:
             if avail <= 0:
                 if closed and nxt == end and st in _SEND_STATES:
                     # FIN alone
-                    out.append(self._make(nxt, FIN | ACK, b"", now))
+                    self._queue(self._make(nxt, FIN | ACK, b"", now))
                     stats.segments_out += 1
                     self._after_send(nxt, nxt + 1, now)
                     self._fin_sent = True
@@ -1893,6 +2005,7 @@ class TcpConnection:
                     fl |= FIN
             if shared is None:
                 shared = self._make(nxt, fl, payload, now)
+                out = self._out_list()
                 out.append(shared)
             else:
                 # nothing on the receive side changes within one call: _make would compute the same fields again
@@ -2038,7 +2151,7 @@ class TcpConnection:
             return False
         off = seq - self._sbuf_seq
         payload = bytes(self._sbuf[off : off + n]) if n > 0 else b""
-        self._out.append(self._make(seq, fl, payload, now))
+        self._queue(self._make(seq, fl, payload, now))
         st = self.stats
         st.segments_out += 1
         st.bytes_out += n
@@ -2052,7 +2165,7 @@ class TcpConnection:
             self._rtt_seq = None  # Karn
         if self._rto_at is None:
             self._rto_at = now + self._current_rto()
-        self._events.append(TcpRetransmitted(False))
+        self._event(TcpRetransmitted(False))
         return True
 
     def _fast_retransmit(self, now: float) -> bool:
@@ -2092,7 +2205,7 @@ class TcpConnection:
         payload = bytes(self._sbuf[off : off + n]) if n > 0 else b""
         if n > 0 and seq + n == end and self._fin_sent and limit > end:
             fl |= FIN
-        self._out.append(self._make(seq, fl, payload, now))
+        self._queue(self._make(seq, fl, payload, now))
         st = self.stats
         st.segments_out += 1
         st.bytes_out += n
@@ -2102,7 +2215,7 @@ class TcpConnection:
             self._rtt_seq = None
         if self._rto_at is None:
             self._rto_at = now + self._current_rto()
-        self._events.append(TcpRetransmitted(False))
+        self._event(TcpRetransmitted(False))
         return True
 
     def _send_syn(self, now: float) -> None:
@@ -2142,7 +2255,7 @@ class TcpConnection:
             b"",
             TcpOptions(mss=c.mss, window_scale=ws, sack_permitted=sackp, timestamp=ts),
         )
-        self._out.append(seg)
+        self._queue(seg)
         self.stats.segments_out += 1
         if self._snd_max > self._iss:
             self.stats.retransmitted_segments += 1
