@@ -33,16 +33,22 @@ def exact(pair: Pair, client: Sink, server: Sink, a: bytes, b: bytes, limit: flo
     assert pair.violations() == []
 
 
-def test_tree_shape_and_linkers_for_a_second_connection() -> None:
-    pair = fake_pair()
+def capture_trees(nic: Any, method: str) -> list[OffloadBlock]:
+    """Wrap one state-operation handler of the fake NIC so the test keeps every tree it is given."""
     trees: list[OffloadBlock] = []
-    original = pair.nic.initiate_offload
+    original = getattr(nic, method)
 
     def record(tree: OffloadBlock) -> None:
         trees.append(tree)
         original(tree)
 
-    pair.nic.initiate_offload = record
+    setattr(nic, method, record)
+    return trees
+
+
+def test_tree_shape_and_linkers_for_a_second_connection() -> None:
+    pair = fake_pair()
+    trees = capture_trees(pair.nic, "initiate_offload")
     c1, _ = establish(pair, 80)
     c2, _ = establish(pair, 81)
     offload(pair, c1)
@@ -107,14 +113,7 @@ def test_upload_in_progress_completions_are_taken_back() -> None:
 def test_writes_and_close_during_terminate_are_queued() -> None:
     pair = fake_pair()
     pair.nic.hold.add("terminate")
-    trees: list[OffloadBlock] = []
-    original = pair.nic.terminate_offload
-
-    def record(tree: OffloadBlock) -> None:
-        trees.append(tree)
-        original(tree)
-
-    pair.nic.terminate_offload = record
+    trees = capture_trees(pair.nic, "terminate_offload")
     client, server = establish(pair)
     offload(pair, client)
     client.sock.write(b"first|")
@@ -134,14 +133,7 @@ def test_writes_and_close_during_terminate_are_queued() -> None:
 def test_frames_that_arrive_during_the_initiate_are_forwarded() -> None:
     pair = fake_pair()
     pair.nic.hold.add("initiate")
-    trees: list[OffloadBlock] = []
-    original = pair.nic.initiate_offload
-
-    def record(tree: OffloadBlock) -> None:
-        trees.append(tree)
-        original(tree)
-
-    pair.nic.initiate_offload = record
+    trees = capture_trees(pair.nic, "initiate_offload")
     client, server = establish(pair)
     pair.host.offload(client.sock)
     pair.run(0.0001)
